@@ -1,0 +1,82 @@
+"""`napari-unet` command line: the same core as the docks, with tqdm progress bars.
+
+Each subcommand is one small function. Bad input exits with code 2 and one line on
+stderr (no traceback); see `InputError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from napari_unet import __version__
+from napari_unet.core.io import InputError
+
+
+def drive(
+    events: Iterable[Any],
+    total: int | None,
+    desc: str,
+    on_event: Callable[[Any, Any], None] | None = None,
+) -> Any:
+    """Pull a core generator to its end under a tqdm bar; returns the generator's return value.
+
+    ``on_event(event, bar)`` may update the bar's postfix (loss, IoU, ...).
+    """
+    from tqdm import tqdm
+
+    iterator = iter(events)
+    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
+        while True:
+            try:
+                event = next(iterator)
+            except StopIteration as stop:
+                return stop.value
+            if on_event is not None:
+                on_event(event, bar)
+            else:
+                bar.update(1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-unet",
+        description="U-Net (Ronneberger et al. 2015) for cell segmentation, headless.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except InputError as exc:
+        print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"napari-unet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# --- subcommands -------------------------------------------------------------------
+# One section per feature: `_add_<name>(parser)` declares its arguments, `_cmd_<name>(args)`
+# runs it and returns the exit code. Import torch-heavy modules inside `_cmd_<name>`.
+
+
+# (name, help, add_arguments, run), in the order `napari-unet --help` lists them.
+COMMANDS: list[
+    tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = []
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

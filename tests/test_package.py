@@ -1,0 +1,53 @@
+"""The package installs as a napari plugin and imports cheaply."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+
+def test_import_does_not_load_torch_or_qt():
+    code = (
+        "import sys, napari_unet, napari_unet.core, napari_unet.core.io, napari_unet._cli, "
+        "napari_unet.core.synthetic, napari_unet._sample_data;"
+        "bad = [m for m in ('torch', 'qtpy', 'PyQt6', 'PyQt5', 'PySide6', 'napari') if m in sys.modules];"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_manifest_validates_and_every_python_name_imports():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-unet")
+    assert manifest.name == "napari-unet"
+    for command in manifest.contributions.commands:
+        module, _, attr = command.python_name.partition(":")
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        assert callable(obj), command.python_name
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "napari-unet"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_manifest_lists_the_docks_and_samples():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution("napari-unet")
+    docks = {w.display_name for w in manifest.contributions.widgets}
+    assert "Annotate" in docks
+    assert {s.key for s in manifest.contributions.sample_data} == {"cells2d", "cells3d"}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"]])
+def test_cli_entry_point_runs(argv):
+    out = subprocess.run(["napari-unet", *argv], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert "napari-unet" in out.stdout
