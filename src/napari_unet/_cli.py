@@ -72,10 +72,41 @@ def main(argv: list[str] | None = None) -> int:
 # runs it and returns the exit code. Import torch-heavy modules inside `_cmd_<name>`.
 
 
+def _add_weights(p: argparse.ArgumentParser) -> None:
+    from napari_unet.core.weights import SIGMA_PX, W0
+
+    p.add_argument("labels", help="instance labels (tif, png, npy): 2D or a (Z, Y, X) stack")
+    p.add_argument("-o", "--output", required=True, help="weight map to write (.tif or .npy)")
+    p.add_argument("--w0", type=float, default=W0, help="border weight (default: %(default)s)")
+    p.add_argument(
+        "--sigma", type=float, default=SIGMA_PX, help="border width, pixels (default: %(default)s)"
+    )
+    p.add_argument("--no-balance", action="store_true", help="class weight 1 instead of balanced")
+    p.add_argument("--target", help="also write the separated training target here")
+
+
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from napari_unet.core import io, weights
+
+    labels = io.as_labels(io.read(args.labels), name=args.labels)
+    n_slices = 1 if labels.ndim == 2 else labels.shape[0]
+    maps = drive(
+        weights.weight_maps_iter(labels, args.w0, args.sigma, balance=not args.no_balance),
+        total=n_slices,
+        desc="weight map",
+    )
+    io.write(args.output, maps.weights)
+    if args.target:
+        io.write(args.target, maps.target)
+    return 0
+
+
 # (name, help, add_arguments, run), in the order `napari-unet --help` lists them.
 COMMANDS: list[
     tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
-] = []
+] = [
+    ("weights", "loss weight map of instance labels (gaps + border term)", _add_weights, _cmd_weights),
+]
 
 
 if __name__ == "__main__":  # pragma: no cover
