@@ -105,7 +105,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 COMMANDS: list[
     tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ] = [
-    ("weights", "loss weight map of instance labels (gaps + border term)", _add_weights, _cmd_weights),
+    ("weights", "loss weight map of instance labels (paper eq. 2)", _add_weights, _cmd_weights),
 ]
 
 
