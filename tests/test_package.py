@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,7 @@ def test_manifest_lists_the_docks_and_samples():
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"]])
 def test_cli_entry_point_runs(argv):
-    out = subprocess.run(["napari-unet", *argv], capture_output=True, text=True)
+    script = Path(sys.executable).with_name("napari-unet")
+    out = subprocess.run([str(script), *argv], capture_output=True, text=True)
     assert out.returncode == 0
     assert "napari-unet" in out.stdout

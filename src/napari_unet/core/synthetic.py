@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+# Z step of a synthetic stack relative to the pixel size (cells look flatter along Z).
+Z_SCALE = 0.4
+
 
 def touching_cells(
     shape: tuple[int, int] = (512, 512),
@@ -76,16 +79,19 @@ def _cells(shape, n_cells, radius_px, seed, noise):
     # random field; each pixel goes to the cell with the smallest distance below 1, so
     # overlapping cells meet along a curved border and touch.
     size = np.array(shape, dtype=float)
+    # Stacks are sampled more coarsely along Z than in the plane, as on a microscope.
+    anisotropy = np.ones(ndim) if ndim == 2 else np.array([Z_SCALE, 1.0, 1.0])
     if n_cells is None:
         mean_r = 0.5 * (r_min + r_max)
-        cell_volume = np.pi * mean_r**2 if ndim == 2 else 4 / 3 * np.pi * mean_r**3
+        cell_volume = np.pi * mean_r**2 if ndim == 2 else 4 / 3 * np.pi * mean_r**3 * Z_SCALE
         n_cells = max(1, int(0.75 * np.prod(size) / cell_volume))
-    centers, radii = _place(rng, size, n_cells, r_min, r_max)
+    centers, radii = _place(rng, size / anisotropy, n_cells, r_min, r_max)
+    centers = centers * anisotropy
     best = np.full(shape, np.inf, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint16)
     wobble = _smooth_noise(rng, shape, sigma=6.0, amplitude=0.18)
     for i, (c, r) in enumerate(zip(centers, radii, strict=True), start=1):
-        axes = r * rng.uniform(0.7, 1.3, size=ndim)
+        axes = r * rng.uniform(0.7, 1.3, size=ndim) * anisotropy
         rot = _random_rotation(rng, ndim)
         reach = axes.max() * 1.3
         lo = np.maximum(np.floor(c - reach).astype(int), 0)
@@ -126,8 +132,12 @@ def _place(rng, size, n, r_min, r_max):
 
 
 def _random_rotation(rng, ndim):
-    q, r = np.linalg.qr(rng.normal(size=(ndim, ndim)))
-    return (q * np.sign(np.diag(r))).astype(np.float32)
+    """A rotation in the image plane (about Z for a stack, so cells stay flat along Z)."""
+    angle = rng.uniform(0, np.pi)
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.eye(ndim, dtype=np.float32)
+    rot[-2:, -2:] = [[c, -s], [s, c]]
+    return rot
 
 
 def _smooth_noise(rng, shape, sigma, amplitude):

@@ -1,0 +1,252 @@
+"""Annotate dock: attach or create an instance labels layer and paint cells, slice by slice.
+
+The dock never edits label values itself; it only sets napari's brush (label id, size,
+mode), counts what is annotated and moves between annotated slices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet.core import annotations
+from napari_unet.widgets._common import layer_choices, report_error
+
+REGIONS_LAYER = "training regions"
+
+
+def labels_shape_for(image_layer) -> tuple[int, ...]:
+    """The pixel grid of an image layer: its shape without an RGB(A) axis."""
+    shape = tuple(image_layer.data.shape)
+    return shape[:-1] if getattr(image_layer, "rgb", False) else shape
+
+
+def _layer_named(viewer, name: str):
+    return next((layer for layer in viewer.layers if layer.name == name), None)
+
+
+class AnnotateDock(QWidget):
+    """Pick an image, attach or create its labels layer, paint cells, see what is annotated."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.create_button = QPushButton("Create labels layer")
+        self.new_cell_button = QPushButton("New cell")
+        self.new_cell_button.setToolTip("Select the next free label id and the paint brush")
+        self.brush_size = QSpinBox()
+        self.brush_size.setRange(1, 200)
+        self.brush_size.setValue(10)
+        self.previous_button = QPushButton("◀ Previous annotated")
+        self.next_button = QPushButton("Next annotated ▶")
+        self.regions_button = QPushButton("Add training regions")
+        self.regions_button.setToolTip(
+            "Draw rectangles: only annotations inside them are used for training"
+        )
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Brush size", self.brush_size)
+        navigation = QHBoxLayout()
+        navigation.addWidget(self.previous_button)
+        navigation.addWidget(self.next_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.create_button)
+        layout.addWidget(self.new_cell_button)
+        layout.addLayout(navigation)
+        layout.addWidget(self.regions_button)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        # Recount at most every 200 ms while the user paints.
+        self._recount_timer = QTimer(self)
+        self._recount_timer.setSingleShot(True)
+        self._recount_timer.setInterval(200)
+        self._recount_timer.timeout.connect(self.refresh_status)
+        self._watched = None
+
+        self.create_button.clicked.connect(self.create_labels)
+        self.new_cell_button.clicked.connect(self.new_cell)
+        self.brush_size.valueChanged.connect(self._apply_brush)
+        self.previous_button.clicked.connect(lambda: self.jump(-1))
+        self.next_button.clicked.connect(lambda: self.jump(+1))
+        self.regions_button.clicked.connect(self.add_regions_layer)
+        self.image_combo.currentTextChanged.connect(lambda _: self._on_choice())
+        self.labels_combo.currentTextChanged.connect(lambda _: self._on_choice())
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self.viewer.layers.events.moved.connect(self._refresh_choices)
+        self._refresh_choices()
+
+    # --- layers -------------------------------------------------------------------
+    @property
+    def image_layer(self):
+        return _layer_named(self.viewer, self.image_combo.currentText())
+
+    @property
+    def labels_layer(self):
+        return _layer_named(self.viewer, self.labels_combo.currentText())
+
+    def _refresh_choices(self, event=None) -> None:
+        for combo, kind in ((self.image_combo, "image"), (self.labels_combo, "labels")):
+            current = combo.currentText()
+            names = layer_choices(self.viewer, kind)
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._on_choice()
+
+    def _on_choice(self) -> None:
+        self._watch(self.labels_layer)
+        self.refresh_status()
+
+    def _watch(self, layer) -> None:
+        """Recount when the chosen labels layer is painted or replaced."""
+        if self._watched is layer:
+            return
+        if self._watched is not None:
+            for emitter in self._label_events(self._watched):
+                emitter.disconnect(self._schedule_recount)
+        self._watched = layer
+        if layer is not None:
+            for emitter in self._label_events(layer):
+                emitter.connect(self._schedule_recount)
+
+    @staticmethod
+    def _label_events(layer):
+        names = ("paint", "data", "labels_update")
+        return [getattr(layer.events, n) for n in names if hasattr(layer.events, n)]
+
+    def _schedule_recount(self, event=None) -> None:
+        self._recount_timer.start()
+
+    def shape_problem(self) -> str | None:
+        """Why the chosen labels layer cannot annotate the chosen image, or None."""
+        image, labels = self.image_layer, self.labels_layer
+        if image is None or labels is None:
+            return None
+        expected = labels_shape_for(image)
+        if tuple(labels.data.shape) != expected:
+            return (
+                f"Labels {labels.name!r} has shape {tuple(labels.data.shape)} but image "
+                f"{image.name!r} has {expected}: pick a labels layer of the same shape "
+                "or create a new one."
+            )
+        return None
+
+    def create_labels(self):
+        """Add an empty labels layer matching the image; an existing one is attached, never replaced."""
+        image = self.image_layer
+        if image is None:
+            report_error(ValueError("Open or choose an image layer first."))
+            return None
+        name = f"{image.name} annotations"
+        if name in self.viewer.layers:
+            self.labels_combo.setCurrentText(name)
+            self.status.setText(f"Using the existing layer {name!r}; nothing was overwritten.")
+            return self.viewer.layers[name]
+        data = np.zeros(labels_shape_for(image), dtype=np.uint32)
+        layer = self.viewer.add_labels(
+            data,
+            name=name,
+            scale=image.scale[-data.ndim :],
+            translate=image.translate[-data.ndim :],
+        )
+        self.labels_combo.setCurrentText(name)
+        self.new_cell()
+        return layer
+
+    # --- painting -----------------------------------------------------------------
+    def new_cell(self) -> None:
+        """Select the next free label id and the paint brush on the labels layer."""
+        layer = self.labels_layer
+        problem = self.shape_problem()
+        if layer is None or problem:
+            report_error(ValueError(problem or "Create or choose a labels layer first."))
+            return
+        layer.selected_label = annotations.next_label(layer.data)
+        layer.brush_size = self.brush_size.value()
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+
+    def _apply_brush(self, size: int) -> None:
+        if self.labels_layer is not None:
+            self.labels_layer.brush_size = size
+
+    # --- slices -------------------------------------------------------------------
+    def summary(self) -> annotations.AnnotationSummary | None:
+        layer = self.labels_layer
+        return None if layer is None else annotations.summarize(layer.data)
+
+    def refresh_status(self) -> None:
+        problem = self.shape_problem()
+        summary = self.summary()
+        if problem:
+            self.status.setText(problem)
+        elif summary is None:
+            self.status.setText("Choose an image and create its labels layer to start.")
+        else:
+            self.status.setText(summary.describe())
+        is_stack = summary is not None and summary.n_slices > 1
+        self.previous_button.setEnabled(is_stack)
+        self.next_button.setEnabled(is_stack)
+        self.new_cell_button.setEnabled(summary is not None and not problem)
+
+    def jump(self, step: int) -> int | None:
+        """Move the viewer to the previous/next annotated slice of a stack."""
+        summary = self.summary()
+        if summary is None or summary.n_slices == 1:
+            return None
+        axis = self.viewer.dims.ndim - 3
+        current = int(self.viewer.dims.current_step[axis])
+        target = annotations.neighbour_slice(summary.annotated_slices, current, step)
+        if target is None:
+            self.status.setText(
+                summary.describe()
+                + (
+                    "\nNo annotated slice after this one."
+                    if step > 0
+                    else "\nNo annotated slice before this one."
+                )
+            )
+            return None
+        self.viewer.dims.set_current_step(axis, target)
+        return target
+
+    # --- regions ------------------------------------------------------------------
+    def add_regions_layer(self):
+        """A rectangle Shapes layer; annotations outside its boxes are not used for training."""
+        if REGIONS_LAYER in self.viewer.layers:
+            layer = self.viewer.layers[REGIONS_LAYER]
+        else:
+            image = self.image_layer
+            ndim = len(labels_shape_for(image)) if image is not None else 2
+            layer = self.viewer.add_shapes(
+                ndim=ndim,
+                name=REGIONS_LAYER,
+                edge_color="yellow",
+                face_color=[1, 1, 0, 0.08],
+                edge_width=2,
+            )
+        layer.mode = "add_rectangle"
+        self.viewer.layers.selection.active = layer
+        return layer
