@@ -1,0 +1,126 @@
+"""One model file: safetensors weights + the JSON metadata needed to use them again.
+
+The metadata (architecture, normalisation, classes, training settings and history,
+validation metrics, package version) is one JSON string under the key "napari_unet" in
+the safetensors header, so a model is a single file that no pickle ever touches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_unet import __version__
+from napari_unet.core.io import InputError
+from napari_unet.core.model import UNet
+from napari_unet.core.normalize import PERCENTILES
+
+METADATA_KEY = "napari_unet"
+SUFFIX = ".safetensors"
+CLASSES = {2: ["background", "cell"], 3: ["background", "cell", "border"]}
+
+
+class CheckpointError(InputError):
+    """A model file is missing, corrupt or not a napari-unet model."""
+
+
+def default_metadata(net: UNet) -> dict[str, Any]:
+    """The metadata every model file carries; `save` fills in what the caller leaves out."""
+    return {
+        "architecture": dict(net.config),
+        "normalisation": {"percentiles": list(PERCENTILES)},
+        "classes": CLASSES.get(net.n_classes, [f"class {i}" for i in range(net.n_classes)]),
+        "training": {},
+        "validation": {},
+        "version": __version__,
+    }
+
+
+def _plain_module(net: torch.nn.Module) -> UNet:
+    """The UNet behind a `torch.compile` wrapper (its state dict keys carry no prefix)."""
+    return getattr(net, "_orig_mod", net)
+
+
+def save(path: str | Path, net: torch.nn.Module, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``net`` and ``metadata`` to ``path`` atomically (temp file, then rename).
+
+    "architecture" and "version" always describe ``net`` and this package.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    net = _plain_module(net)
+    meta = {**default_metadata(net), **(metadata or {})}
+    meta["architecture"] = dict(net.config)
+    meta["version"] = __version__
+    try:
+        header = {METADATA_KEY: json.dumps(meta, allow_nan=False)}
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: model metadata is not plain JSON ({exc})") from exc
+    tensors = {
+        name: tensor.detach().to("cpu", torch.float32).contiguous()
+        for name, tensor in net.state_dict().items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a model file without loading its weights."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for a bad header
+        raise CheckpointError(
+            f"{path}: not a readable model file (corrupt or not safetensors: {exc})"
+        ) from exc
+    if METADATA_KEY not in header:
+        raise CheckpointError(
+            f"{path}: a safetensors file but not a napari-unet model (no {METADATA_KEY!r} "
+            "metadata); train one with napari-unet or pick another file"
+        )
+    try:
+        meta = json.loads(header[METADATA_KEY])
+        architecture = dict(meta["architecture"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the model's metadata is damaged ({exc})") from exc
+    meta["architecture"] = architecture
+    return meta
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
+    """Rebuild the UNet stored in ``path`` on ``device``, in eval mode, with its metadata."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        net = UNet(**meta["architecture"])
+    except (TypeError, InputError) as exc:
+        raise CheckpointError(
+            f"{path}: unknown model architecture {meta['architecture']} ({exc})"
+        ) from exc
+    try:
+        tensors = load_file(str(path), device="cpu")
+        net.load_state_dict(tensors, strict=True)
+    except Exception as exc:  # truncated data, wrong names or shapes
+        raise CheckpointError(
+            f"{path}: the model weights are damaged or incomplete ({exc})"
+        ) from exc
+    return net.to(device).eval(), meta
