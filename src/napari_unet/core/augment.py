@@ -375,7 +375,8 @@ def deformed_grid_lines(source_px: np.ndarray, spacing_px: float) -> list[np.nda
     for axis, size in ((0, height), (1, width)):
         component = source_px[..., axis].astype(np.float64)
         for level in np.arange(0.0, size, spacing_px):
-            paths.extend(find_contours(component, level))
+            # Nudge the tile's edge lines inside: marching squares misses extreme levels.
+            paths.extend(find_contours(component, np.clip(level, 1e-3, size - 1 - 1e-3)))
     return [p for p in paths if len(p) > 1]
 
 
