@@ -1,0 +1,215 @@
+"""Weight map dock: a live preview of the loss weights the U-Net trains with.
+
+Shows, for a labels layer, the separated target (touching cells split by gaps), the
+distances d1/d2 and the weight map of the paper, recomputed off the GUI thread whenever
+a parameter, the slice or the labels change. The numbers come from `core.weights`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
+from superqt import QLabeledDoubleSlider
+
+from napari_unet.core import weights
+from napari_unet.widgets._common import layer_choices, set_layer, start_job
+
+# Suffixes of the layers this dock owns, added to the labels layer's name.
+TARGET, D1, D2, WEIGHTS = " separated target", " d1", " d2", " weight map"
+W0_MAX = 50.0
+SIGMA_RANGE_PX = (0.5, 25.0)
+
+
+def _slider(low: float, high: float, value: float) -> QLabeledDoubleSlider:
+    slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+    slider.setRange(low, high)
+    slider.setDecimals(1)
+    slider.setValue(value)
+    return slider
+
+
+def _layer_named(viewer, name: str):
+    return next((layer for layer in viewer.layers if layer.name == name), None)
+
+
+class WeightMapDock(QWidget):
+    """Pick a labels layer; move w0/sigma and watch the weight map follow."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.labels_combo = QComboBox()
+        self.w0 = _slider(0.0, W0_MAX, weights.W0)
+        self.w0.setToolTip("Extra weight w0 of the gaps between touching cells (paper: 10)")
+        self.sigma = _slider(*SIGMA_RANGE_PX, weights.SIGMA_PX)
+        self.sigma.setToolTip("Width sigma of the border term in pixels (paper: about 5)")
+        self.balance = QCheckBox("Balance cell / background frequencies")
+        self.balance.setChecked(True)
+        self.all_slices = QCheckBox("All slices of a stack (else the current one)")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("w0", self.w0)
+        form.addRow("sigma (px)", self.sigma)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.balance)
+        layout.addWidget(self.all_slices)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        # Slider drags fire many changes: gather them for 60 ms, then compute once.
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(60)
+        self._debounce.timeout.connect(self._request)
+        self._worker = None
+        self._wanted = 0  # id of the newest request; older results are dropped
+        self._running = 0  # id of the request the worker is computing
+        self._watched = None  # the labels layer whose edits trigger an update
+
+        for signal in (self.w0.valueChanged, self.sigma.valueChanged):
+            signal.connect(self._schedule)
+        for box in (self.balance, self.all_slices):
+            box.toggled.connect(self._schedule)
+        self.labels_combo.currentTextChanged.connect(self._on_layer_chosen)
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self.viewer.dims.events.current_step.connect(self._on_step)
+        self._refresh_choices()
+
+    # --- choices and triggers ---------------------------------------------------------
+
+    def _refresh_choices(self, event=None) -> None:
+        owned = (TARGET, D1, D2, WEIGHTS)
+        names = [n for n in layer_choices(self.viewer, "labels") if not n.endswith(owned)]
+        current = self.labels_combo.currentText()
+        self.labels_combo.blockSignals(True)
+        self.labels_combo.clear()
+        self.labels_combo.addItems(names)
+        if current in names:
+            self.labels_combo.setCurrentText(current)
+        self.labels_combo.blockSignals(False)
+        if self.labels_combo.currentText() != current:
+            self._on_layer_chosen(self.labels_combo.currentText())
+
+    def _on_layer_chosen(self, name: str) -> None:
+        if self._watched is not None:
+            self._watched.events.data.disconnect(self._schedule)
+            self._watched.events.paint.disconnect(self._schedule)
+        self._watched = _layer_named(self.viewer, name)
+        if self._watched is not None:
+            self._watched.events.data.connect(self._schedule)
+            self._watched.events.paint.connect(self._schedule)
+        self._schedule()
+
+    def _on_step(self, event=None) -> None:
+        layer = self._watched
+        if layer is not None and layer.ndim == 3 and not self.all_slices.isChecked():
+            self._schedule()
+
+    def _schedule(self, *args) -> None:
+        self._debounce.start()
+
+    # --- background computation -------------------------------------------------------
+
+    def _current_slice(self, layer) -> int:
+        step = self.viewer.dims.current_step[self.viewer.dims.ndim - layer.ndim]
+        return int(np.clip(step, 0, layer.data.shape[0] - 1))
+
+    def _request(self) -> None:
+        """Ask for the newest parameters; a running job is stopped or its result dropped."""
+        self._wanted += 1
+        if self._worker is not None:
+            self._worker.quit()  # stops a stack between slices; its result is dropped
+            return
+        self._start()
+
+    def _start(self) -> None:
+        layer = self._watched
+        if layer is None or layer.ndim not in (2, 3):
+            return
+        self._running = request = self._wanted
+        whole = layer.ndim == 2 or self.all_slices.isChecked()
+        z = None if whole else self._current_slice(layer)
+        labels = np.array(layer.data if whole else layer.data[z])  # a copy: painting goes on
+        params = {
+            "w0": self.w0.value(),
+            "sigma": self.sigma.value(),
+            "balance": self.balance.isChecked(),
+        }
+        n_slices = labels.shape[0] if labels.ndim == 3 else None
+        started = time.perf_counter()
+        self.status.setText("computing…")
+        self._worker = start_job(
+            weights.weight_maps_iter,
+            labels,
+            **params,
+            on_return=lambda maps: self._show(request, layer, z, maps, started),
+            on_finish=self._on_finish,
+            progress_total=n_slices,
+            progress_desc="weight map",
+        )
+
+    def _on_finish(self) -> None:
+        self._worker = None
+        if self._running != self._wanted:
+            self._start()
+
+    def _show(self, request: int, layer, z: int | None, maps: weights.WeightMaps, started) -> None:
+        if request != self._wanted or layer.name not in self.viewer.layers:
+            return  # parameters changed meanwhile: a newer result is on its way
+        reach = max(maps.reach_px, 1.0)
+        name = layer.name
+        # Results cover the labels layer's grid (one slice of it, or all of it).
+        common = {"scale": layer.scale, "translate": layer.translate}
+        self._put(name + TARGET, maps.target, z, layer.data.shape, "labels", **common)
+        for suffix, data in ((D1, maps.d1), (D2, maps.d2)):
+            self._put(
+                name + suffix,
+                data,
+                z,
+                layer.data.shape,
+                colormap="viridis",
+                contrast_limits=(0.0, reach),
+                visible=False,
+                **common,
+            )
+        top = float(maps.weights.max()) or 1.0
+        self._put(
+            name + WEIGHTS,
+            maps.weights,
+            z,
+            layer.data.shape,
+            colormap="magma",
+            blending="additive",
+            contrast_limits=(0.0, top),
+            **common,
+        )
+        where = "" if z is None else f" (slice {z})"
+        self.status.setText(
+            f"{int(np.count_nonzero(np.unique(maps.target)))} cells{where}; "
+            f"max weight {top:.2f}; gaps reach {maps.reach_px:.0f} px; "
+            f"{time.perf_counter() - started:.2f} s"
+        )
+
+    def _put(self, name, data, z, shape, kind="image", **kwargs) -> None:
+        """Whole result, or one slice written into the plugin's stack-shaped layer."""
+        if z is None:
+            set_layer(self.viewer, name, data, kind, **kwargs)
+            return
+        owned = _layer_named(self.viewer, name)
+        if owned is None or owned.data.shape != shape or owned.data.dtype != data.dtype:
+            owned = set_layer(self.viewer, name, np.zeros(shape, data.dtype), kind, **kwargs)
+        owned.data[z] = data
+        owned.refresh()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        if self._worker is not None:
+            self._worker.quit()
+        super().closeEvent(event)
