@@ -356,6 +356,14 @@ def test_gallery_makes_n_samples_and_can_be_stopped(cells_2d):
     assert result.images.shape == result.labels.shape == (3, 64, 64)
     assert result.labels.dtype == labels.dtype
     assert {int(p[0, 0]) for p in result.grid_lines} == {0, 1, 2}
+    job = gallery(image[:64, :64], labels[:64, :64], 1, AugmentConfig.off())
+    with pytest.raises(StopIteration) as stop:
+        next(job), next(job)
+    low, high = np.percentile(image[:64, :64], (1.0, 99.8))  # training normalisation
+    np.testing.assert_allclose(
+        stop.value.value.images[0], (image[:64, :64] - low) / (high - low), atol=1e-5
+    )
+    np.testing.assert_array_equal(stop.value.value.labels[0], labels[:64, :64])
     job = gallery(image[:64, :64], None, 5, AugmentConfig())
     next(job)
     job.close()  # stops cleanly after the first sample

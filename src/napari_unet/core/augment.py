@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_unet.core.io import InputError
+from napari_unet.core.normalize import PERCENTILES, normalize
 
 if TYPE_CHECKING:
     import torch
@@ -387,17 +388,21 @@ def gallery(
     config: AugmentConfig,
     seed: int = 0,
     grid_spacing_px: float | None = None,
+    percentiles: tuple[float, float] | None = PERCENTILES,
 ) -> Iterator[GalleryProgress]:
     """Generator: augment one 2D slice ``n_samples`` times; returns a :class:`Gallery`.
 
-    The image is shown as is (normalise it before if you want intensity changes in
-    training units). Samples are made one by one so closing the generator stops early.
+    The slice is first normalised like training data (``percentiles``; None keeps it as
+    is) so intensity changes act in training units. Samples are made one by one so
+    closing the generator stops early.
     """
     import torch
 
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2:
         raise InputError(f"Gallery needs one 2D slice; got shape {image.shape}")
+    if percentiles is not None:
+        image = normalize(image, percentiles)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != image.shape:
