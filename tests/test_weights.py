@@ -130,6 +130,18 @@ def test_separation_splits_every_touching_pair():
     assert set(np.unique(separated)) == set(np.unique(labels))
 
 
+def test_separation_follows_its_definition_pixel_by_pixel():
+    labels = random_labels((30, 26), n_seeds=25, seed=1)
+    expected = labels.copy()
+    h, w = labels.shape
+    for y in range(h):
+        for x in range(w):
+            window = labels[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+            if labels[y, x] and np.any((window != 0) & (window != labels[y, x])):
+                expected[y, x] = 0
+    np.testing.assert_array_equal(weights.separate_touching(labels), expected)
+
+
 def test_separation_hand_worked_and_stack():
     labels = np.zeros((6, 8), np.uint16)
     labels[1:5, 1:4] = 1

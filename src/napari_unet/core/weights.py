@@ -68,13 +68,16 @@ def separate_touching(labels: np.ndarray) -> np.ndarray:
     separation borders of the paper). Stacks are handled slice by slice (3x3 in Y, X).
     """
     labels = as_labels(labels)
-    footprint = np.ones((1,) * (labels.ndim - 2) + (3, 3), dtype=bool)
-    # Background counts as the largest value for the minimum, so only other cells show.
-    top = np.iinfo(labels.dtype).max
-    cells_only = np.where(labels == 0, top, labels).astype(labels.dtype, copy=False)
-    highest = ndi.maximum_filter(labels, footprint=footprint, mode="nearest")
-    lowest = ndi.minimum_filter(cells_only, footprint=footprint, mode="nearest")
-    other_cell = (labels > 0) & ((highest != labels) | (lowest != labels))
+    cell = labels > 0
+    other_cell = np.zeros(labels.shape, dtype=bool)
+    h, w = labels.shape[-2:]
+    # Each 8-neighbour direction once (right, down, two diagonals), marking both ends.
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = (..., slice(0, h - dy), slice(max(0, -dx), w - max(0, dx)))
+        b = (..., slice(dy, h), slice(max(0, dx), w - max(0, -dx)))
+        differ = (labels[a] != labels[b]) & cell[a] & cell[b]
+        other_cell[a] |= differ
+        other_cell[b] |= differ
     out = labels.copy()
     out[other_cell] = 0
     return out
@@ -265,11 +268,11 @@ def _distances_2d(labels: np.ndarray, max_distance: float | None) -> tuple[np.nd
             slice(max(s.start - g, 0), min(s.stop + g, n))
             for s, g, n in zip(box, grow, labels.shape, strict=True)
         )
-        d = ndi.distance_transform_edt(labels[box] != cell).astype(np.float32)
+        d = ndi.distance_transform_edt(labels[box] != cell)
         near, sec = nearest[box], second[box]
         # Keep the two smallest per pixel: the old nearest may become the second.
-        np.minimum(sec, np.maximum(near, d), out=sec)
-        np.minimum(near, d, out=near)
+        np.minimum(sec, np.maximum(near, d), out=sec, casting="unsafe")
+        np.minimum(near, d, out=near, casting="unsafe")
     if max_distance is not None:
         nearest[nearest > max_distance] = np.inf
         second[second > max_distance] = np.inf
