@@ -313,3 +313,41 @@ def test_bad_input_gives_clear_errors():
         metrics.evaluate(np.zeros((3, 4, 4), np.uint8), np.zeros((3, 4, 4), np.uint8))
     with pytest.raises(InputError, match="outside the stack"):
         metrics.evaluate(np.ones((3, 4, 4), np.uint8), np.ones((3, 4, 4), np.uint8), slices=[3])
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def test_cli_prints_a_table_and_writes_the_same_numbers_as_json(tmp_path, capsys):
+    import json
+
+    from napari_unet._cli import main
+
+    gt = squares((30, 30), [(0, 5, 0, 5), (10, 15, 10, 15), (20, 25, 20, 25)])
+    pred = squares((30, 30), [(0, 5, 0, 5), (10, 15, 11, 16), (0, 5, 20, 25)])
+    np.save(tmp_path / "gt.npy", gt)
+    np.save(tmp_path / "pred.npy", pred)
+    out = tmp_path / "scores.json"
+    assert (
+        main(
+            ["evaluate", str(tmp_path / "pred.npy"), str(tmp_path / "gt.npy"), "--json", str(out)]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "ap@0.50" in printed and "warping_error" in printed
+    written = json.loads(out.read_text())
+    assert written == pytest.approx(metrics.evaluate(gt, pred))
+    # By hand: square 2 shifted by 1 px has IoU 20/30; 2 TP, 1 FP, 1 FN at 0.5.
+    assert (written["tp"], written["fp"], written["fn"]) == (2, 1, 1)
+    assert written["ap@0.65"] == pytest.approx(0.5) and written["ap@0.70"] == pytest.approx(1 / 5)
+
+
+def test_cli_shape_mismatch_exits_2_with_one_line(tmp_path, capsys):
+    from napari_unet._cli import main
+
+    np.save(tmp_path / "gt.npy", np.zeros((8, 8), np.uint8))
+    np.save(tmp_path / "pred.npy", np.zeros((8, 9), np.uint8))
+    assert main(["evaluate", str(tmp_path / "pred.npy"), str(tmp_path / "gt.npy")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("napari-unet evaluate: error:") and "(8, 9)" in err[-1]

@@ -101,11 +101,43 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prediction", help="predicted instance labels (tif, png, npy)")
+    p.add_argument("ground_truth", help="ground-truth instance labels of the same shape")
+    p.add_argument("--json", metavar="OUT.json", help="also write the metrics as JSON")
+    p.add_argument("--no-warping", action="store_true", help="skip the (slowest) warping error")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from napari_unet.core import io, metrics
+
+    pred = io.as_labels(io.read(args.prediction), name=args.prediction)
+    gt = io.as_labels(io.read(args.ground_truth), name=args.ground_truth)
+    if pred.shape != gt.shape:
+        raise io.InputError(
+            f"prediction {args.prediction!r} has shape {pred.shape} but ground truth "
+            f"{args.ground_truth!r} has {gt.shape}: compare labels of the same image."
+        )
+    n_slices = 1 if gt.ndim == 2 else int(gt.reshape(len(gt), -1).any(axis=1).sum())
+    result = drive(
+        metrics.evaluate_iter(gt, pred, warping=not args.no_warping), n_slices, "evaluate"
+    )
+    print(metrics.format_table(result.metrics))
+    if args.json:
+        finite = {k: None if v != v else v for k, v in result.metrics.items()}  # NaN -> null
+        Path(args.json).write_text(json.dumps(finite, indent=2) + "\n")
+    return 0
+
+
 # (name, help, add_arguments, run), in the order `napari-unet --help` lists them.
 COMMANDS: list[
     tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ] = [
     ("weights", "loss weight map of instance labels (paper eq. 2)", _add_weights, _cmd_weights),
+    ("evaluate", "score predicted labels against ground truth", _add_evaluate, _cmd_evaluate),
 ]
 
 

@@ -508,3 +508,45 @@ def evaluate(
             next(events)
         except StopIteration as stop:
             return stop.value.metrics
+
+
+# What each number means, for the dock's table and the command line.
+DESCRIPTIONS: dict[str, str] = {
+    "ap@": "TP / (TP + FP + FN) with matches at IoU >= threshold (1 = perfect)",
+    "mean_ap": "AP averaged over the IoU thresholds",
+    "precision": "matched predicted objects / predicted objects (IoU >= 0.5)",
+    "recall": "matched ground-truth objects / ground-truth objects (IoU >= 0.5)",
+    "f1": "harmonic mean of precision and recall",
+    "mean_matched_iou": "mean IoU of the matched pairs: how well matched outlines fit",
+    "foreground_iou": "IoU of cell vs background, ignoring instances",
+    "pixel_error": "fraction of pixels with the wrong class (cell / background), ISBI 2012",
+    "rand_error": "1 - Rand F-score of pixel pairs in ground-truth cells, ISBI 2012",
+    "warping_error": "fraction of pixels in topological errors after warping, ISBI 2012",
+    "tp": "matched objects (IoU >= 0.5)",
+    "fp": "predicted objects without a match",
+    "fn": "ground-truth objects without a match",
+    "n_gt": "ground-truth objects (counted per slice)",
+    "n_pred": "predicted objects (counted per slice)",
+    "splits": "ground-truth cells cut into 2+ predicted objects",
+    "merges": "predicted objects covering 2+ ground-truth cells",
+    "slices": "slices scored",
+}
+
+
+def describe(key: str) -> str:
+    """The one-line meaning of a metric key of ``evaluate``."""
+    return DESCRIPTIONS.get(key, DESCRIPTIONS["ap@"] if key.startswith("ap@") else "")
+
+
+def format_value(value: float) -> str:
+    """Counts as integers, measures with four decimals."""
+    return str(value) if isinstance(value, int | np.integer) else f"{value:.4f}"
+
+
+def format_table(result: dict[str, float]) -> str:
+    """A plain-text table of ``evaluate``'s metrics: name, value, meaning."""
+    width = max(len(key) for key in result)
+    return "\n".join(
+        f"{key:<{width}}  {format_value(value):>8}  {describe(key)}"
+        for key, value in result.items()
+    )
