@@ -51,6 +51,10 @@ def test_moving_w0_updates_the_weight_map(viewer_with_cells, qtbot, cells_2d):
     after = viewer.layers["nuclei weight map"].data
     expected = weights.weight_map(labels, w0=30.0, sigma=dock.sigma.value())
     np.testing.assert_allclose(after, expected, atol=1e-5)
+    # The contrast the user saw is kept, but the range grows to the new largest weight.
+    weight_layer = viewer.layers["nuclei weight map"]
+    assert weight_layer.contrast_limits[1] == pytest.approx(before.max(), rel=1e-4)
+    assert weight_layer.contrast_limits_range[1] >= after.max() - 1e-4
     np.testing.assert_array_equal(viewer.layers["nuclei"].data, labels)  # user data untouched
 
 

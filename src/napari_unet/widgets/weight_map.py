@@ -170,7 +170,7 @@ class WeightMapDock(QWidget):
         common = {"scale": layer.scale, "translate": layer.translate}
         self._put(name + TARGET, maps.target, z, layer.data.shape, "labels", **common)
         for suffix, data in ((D1, maps.d1), (D2, maps.d2)):
-            self._put(
+            shown = self._put(
                 name + suffix,
                 data,
                 z,
@@ -180,8 +180,11 @@ class WeightMapDock(QWidget):
                 visible=False,
                 **common,
             )
+            # d1/d2 are capped at the reach, which follows sigma: show 0..reach.
+            shown.contrast_limits_range = (0.0, reach)
+            shown.contrast_limits = (0.0, reach)
         top = float(maps.weights.max()) or 1.0
-        self._put(
+        shown = self._put(
             name + WEIGHTS,
             maps.weights,
             z,
@@ -191,23 +194,25 @@ class WeightMapDock(QWidget):
             contrast_limits=(0.0, top),
             **common,
         )
-        where = "" if z is None else f" (slice {z})"
+        # Keep the contrast the user set (an absolute scale shows w0 growing), but let
+        # the range grow so that larger weights can still be reached.
+        shown.contrast_limits_range = (0.0, max(shown.contrast_limits[1], top))
+        where = "" if z is None else f"slice {z}: "
         self.status.setText(
-            f"{int(np.count_nonzero(np.unique(maps.target)))} cells{where}; "
-            f"max weight {top:.2f}; gaps reach {maps.reach_px:.0f} px; "
+            f"{where}max weight {top:.2f}; cells matter up to {maps.reach_px:.0f} px; "
             f"{time.perf_counter() - started:.2f} s"
         )
 
-    def _put(self, name, data, z, shape, kind="image", **kwargs) -> None:
+    def _put(self, name, data, z, shape, kind="image", **kwargs):
         """Whole result, or one slice written into the plugin's stack-shaped layer."""
         if z is None:
-            set_layer(self.viewer, name, data, kind, **kwargs)
-            return
+            return set_layer(self.viewer, name, data, kind, **kwargs)
         owned = _layer_named(self.viewer, name)
         if owned is None or owned.data.shape != shape or owned.data.dtype != data.dtype:
             owned = set_layer(self.viewer, name, np.zeros(shape, data.dtype), kind, **kwargs)
         owned.data[z] = data
         owned.refresh()
+        return owned
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         if self._worker is not None:
