@@ -199,7 +199,7 @@ def _hold_out(
     else:
         index = 0
         rows = np.flatnonzero(used[0].any(axis=1))
-        start = int(np.ceil(rows[-1] + 1 - fraction * (rows[-1] + 1 - rows[0])))
+        start = int(rows[-1] + 1 - round(fraction * (rows[-1] + 1 - rows[0])))
         if rows[-1] + 1 - start < MIN_VALIDATION_ROWS or start - rows[0] < MIN_VALIDATION_ROWS:
             return None, None
         mask = used[0].copy()

@@ -80,7 +80,7 @@ class TrainConfig:
     lr: float | None = None
     optimizer: str = "adamw"  # or "sgd" (the paper's, momentum 0.99)
     weight_decay: float = 1e-4
-    validate_every: int | None = None  # steps; also at the last step
+    validate_every: int | None = None  # steps; also after the first and the last step
     max_minutes: float | None = None  # stop early after this long (keeps the best)
     device: str = "auto"
     seed: int | None = 0
@@ -427,9 +427,9 @@ def train(
             history.append([step, round(loss_value, 5)])
             yield Step(step, cfg.steps, loss_value, lr, tile_rate)
             if data.validation is not None and (
-                step % cfg.validate_every == 0 or step == cfg.steps
+                step in (1, cfg.steps) or step % cfg.validate_every == 0
             ):
-                yield validate(step)
+                yield validate(step)  # step 1 too: the baseline of the dock's plot
         validated = bool(validations) and validations[-1]["step"] == result.steps_done
         if (
             result.stopped_early
