@@ -39,7 +39,8 @@ class WeightMaps:
     """Everything the weight map is made of, for display and training.
 
     ``d1``/``d2`` are computed up to ``reach_px`` only (beyond it the border term is
-    negligible) and are capped at ``reach_px`` so that they display without infinities.
+    negligible) and are capped at ``reach_px`` so that they display without infinities
+    (with w0 = 0 nothing is computed and they are 0). Use `distances` for uncapped values.
     """
 
     target: np.ndarray  # instance labels with separation gaps (same dtype as the input)
