@@ -1,0 +1,322 @@
+"""Overlap-tile prediction (Ronneberger et al. 2015, Fig. 2): any image size, seamless.
+
+The image border is extended by mirroring (``np.pad(mode="reflect")``: the edge pixel
+is the mirror axis and is not repeated), input tiles are cut so that their exact outputs
+abut, tiles run in batches, and the outputs are stitched and cropped. Every tile starts
+on a multiple of the network's pooling factor, so a tiled prediction of a valid-padding
+model equals one pass over the whole mirror-padded image; a same-padding model gets
+overlapping tiles whose margins (where zero padding leaks in) are discarded.
+Normalisation and instance labels live elsewhere (`predict.py`, `postprocess.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_unet.core.io import InputError
+
+MIRROR_MODE = "reflect"
+# Input tile edges tried by the automatic choice, largest first (572: the paper's tile).
+AUTO_TILE_SIZES_PX = (1024, 768, 572, 444, 316, 188, 124)
+MAX_AUTO_BATCH = 16
+# Bytes of activations per input pixel per base channel during a no-grad forward pass
+# (skip features of all levels + the working tensors at full resolution, fp32), measured
+# on CPU with a light and a paper-width model and rounded up.
+ACTIVATION_BYTES_PER_PX_PER_CHANNEL = 48
+# Share of the free memory the automatic tile/batch choice may plan to use.
+MEMORY_SHARE = {"cuda": 0.6, "cpu": 0.25, "mps": 0.4}
+
+
+@dataclass(frozen=True)
+class TileProgress:
+    """``done`` of ``total`` tiles predicted (``total`` may grow after an out-of-memory retry)."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class AxisLayout:
+    """How one image axis is cut into tiles, in pixels."""
+
+    tile_in: int  # input tile edge
+    stride: int  # output pixels each tile contributes (a multiple of the pooling factor)
+    drop: int  # network-output pixels discarded at the tile start (same padding only)
+    count: int  # number of tiles
+    pad_before: int  # mirrored pixels before the image
+    pad_after: int  # mirrored pixels after the image
+
+
+def margin_px(net: Any) -> int:
+    """Context pixels an output pixel needs on each side (the valid-padding shrink / 2).
+
+    A same-padding pixel can see up to ``pool_factor - 1`` px further (its 2x2 pooling
+    partners), and tiles must stay aligned: margin + pool_factor - 1, rounded up to it.
+    """
+    from napari_unet.core.model import nearest_valid_input_size, valid_output_size
+
+    depth = int(net.config["depth"])
+    smallest_in = nearest_valid_input_size(1, depth)
+    margin = (smallest_in - valid_output_size(smallest_in, depth)) // 2
+    if net.config["padding"] == "valid":
+        return margin
+    step = pool_factor(net)
+    return step * math.ceil((margin + step - 1) / step)
+
+
+def pool_factor(net: Any) -> int:
+    """Tiles must start on multiples of this to see the same pooling grid as the whole image."""
+    return 2 ** (int(net.config["depth"]) - 1)
+
+
+def _usable_out(net: Any, tile_in: int, margin: int) -> int:
+    """Exact output pixels one input tile gives."""
+    if net.config["padding"] == "valid":
+        return net.output_size(tile_in)
+    return tile_in - 2 * margin
+
+
+def smallest_tile_px(net: Any) -> int:
+    """The smallest input tile that gives at least one pooling step of exact output."""
+    step, margin = pool_factor(net), margin_px(net)
+    smallest = net.nearest_input_size(2 * margin + step if net.config["padding"] == "same" else 1)
+    while _usable_out(net, smallest, margin) < step:
+        smallest += step
+    return smallest
+
+
+def axis_layout(net: Any, size: int, max_tile_in: int) -> AxisLayout:
+    """Fewest tiles of at most ``max_tile_in`` input pixels covering ``size``, then the
+    smallest tile that keeps that count (less wasted padding for small images)."""
+    step, margin = pool_factor(net), margin_px(net)
+    smallest = smallest_tile_px(net)
+    largest = max(net.nearest_input_size(max_tile_in), smallest)
+    while largest > smallest and largest > max_tile_in:
+        largest -= step
+
+    def count_for(tile_in: int) -> int:
+        usable = _usable_out(net, tile_in, margin)
+        stride = usable // step * step
+        return 1 if usable >= size else 1 + math.ceil((size - usable) / stride)
+
+    count = count_for(largest)
+    tile_in = smallest
+    while count_for(tile_in) > count:
+        tile_in += step
+    usable = _usable_out(net, tile_in, margin)
+    stride = usable // step * step if count > 1 else usable
+    drop = 0 if net.config["padding"] == "valid" else margin
+    padded = (count - 1) * stride + tile_in
+    return AxisLayout(tile_in, stride, drop, count, margin, padded - margin - size)
+
+
+def tile_memory_bytes(net: Any, tile_in: int) -> int:
+    """Estimated activation memory of one square input tile (the automatic sizing's model)."""
+    base = int(net.config.get("base_channels", 64))
+    return ACTIVATION_BYTES_PER_PX_PER_CHANNEL * base * tile_in * tile_in
+
+
+def auto_tile_and_batch(net: Any, device: Any, n_tiles_hint: int | None = None) -> tuple[int, int]:
+    """Largest tile of `AUTO_TILE_SIZES_PX` that fits the device's free memory, then the
+    batch that fills the rest (at most ``n_tiles_hint`` and `MAX_AUTO_BATCH`)."""
+    from napari_unet.core.device import free_memory_bytes
+
+    budget = free_memory_bytes(device) * MEMORY_SHARE.get(device.type, 0.25)
+    tile_in = AUTO_TILE_SIZES_PX[-1]
+    for candidate in AUTO_TILE_SIZES_PX:
+        if tile_memory_bytes(net, candidate) <= budget:
+            tile_in = candidate
+            break
+    batch = int(budget // tile_memory_bytes(net, tile_in))
+    if device.type == "cpu":
+        batch = min(batch, 2)  # CPU throughput does not grow with the batch
+    batch = max(1, min(batch, MAX_AUTO_BATCH, n_tiles_hint or MAX_AUTO_BATCH))
+    return tile_in, batch
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(exc, oom_type) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _as_chw(image: np.ndarray, in_channels: int) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise InputError(
+            f"predict_tiled expects a (Y, X) or (C, Y, X) image; got shape {image.shape}"
+        )
+    if image.shape[0] != in_channels:
+        raise InputError(
+            f"The model expects {in_channels} input channel(s); the image has "
+            f"{image.shape[0]} (shape {image.shape})."
+        )
+    return image
+
+
+def _dihedral(batch: Any, k: int, flip: bool, inverse: bool = False) -> Any:
+    """One of the 8 flips/rotations of a (B, C, Y, X) tensor, or its inverse."""
+    import torch
+
+    if not inverse:
+        batch = torch.flip(batch, dims=(-1,)) if flip else batch
+        return torch.rot90(batch, k, dims=(-2, -1))
+    batch = torch.rot90(batch, -k, dims=(-2, -1))
+    return torch.flip(batch, dims=(-1,)) if flip else batch
+
+
+TTA_TRANSFORMS = [(k, flip) for flip in (False, True) for k in range(4)]
+
+
+def _forward_probabilities(net: Any, batch: Any, device: Any, tta: bool) -> Any:
+    """Softmax probabilities (float32) of one batch, averaged over flips/rotations with TTA."""
+    import torch
+
+    from napari_unet.core.device import autocast, memory_format
+
+    transforms = TTA_TRANSFORMS if tta else TTA_TRANSFORMS[:1]
+    total = None
+    with torch.inference_mode(), autocast(device):
+        for k, flip in transforms:
+            x = _dihedral(batch, k, flip).contiguous(memory_format=memory_format(device))
+            probs = torch.softmax(net(x).float(), dim=1)
+            probs = _dihedral(probs, k, flip, inverse=True)
+            total = probs if total is None else total + probs
+    return total / len(transforms)
+
+
+def predict_tiled_iter(
+    net: Any,
+    image: np.ndarray,
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    device: Any = None,
+    tta: bool = False,
+) -> Generator[TileProgress, None, np.ndarray]:
+    """Overlap-tile prediction as a generator: yields `TileProgress` after every batch and
+    returns float32 (n_classes, Y, X) softmax probabilities. Closing it stops between batches.
+
+    ``image``: normalised float32 (Y, X) or (C, Y, X). ``tile_size``: input tile edge in
+    pixels (rounded to a valid size; default from free memory). A CUDA out-of-memory
+    halves the batch, then the tile, and retries. ``tta`` averages the 8 flips/rotations.
+    The model is put in eval mode on ``device`` (default: where its weights are).
+    """
+    import torch
+
+    from napari_unet.core.device import memory_format, resolve_device
+
+    device = resolve_device(device) if device is not None else next(net.parameters()).device
+    image = _as_chw(image, int(net.config["in_channels"]))
+    was_training = net.training
+    net.to(device=device, memory_format=memory_format(device)).eval()
+    auto_tile, auto_batch = auto_tile_and_batch(net, device)
+    tile_in = int(tile_size) if tile_size else auto_tile
+    batch = int(batch_size) if batch_size else auto_batch
+    if batch < 1 or tile_in < 1:
+        raise InputError(f"tile size and batch size must be >= 1; got {tile_in}, {batch}")
+    try:
+        while True:
+            try:
+                return (yield from _run(net, image, tile_in, batch, device, tta))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch > 1:
+                    batch //= 2
+                elif _used_tile_px(net, image, tile_in) // 2 >= smallest_tile_px(net):
+                    tile_in = _used_tile_px(net, image, tile_in) // 2
+                else:
+                    raise InputError(
+                        f"Out of memory on {device} even with one {tile_in} px tile; "
+                        "free memory or use a smaller model or --device cpu."
+                    ) from exc
+    finally:
+        net.train(was_training)
+
+
+def _used_tile_px(net: Any, image: np.ndarray, tile_in: int) -> int:
+    """The largest tile edge actually cut for this image (small images use smaller tiles)."""
+    return max(axis_layout(net, n, tile_in).tile_in for n in image.shape[-2:])
+
+
+def _run(
+    net: Any,
+    image: np.ndarray,
+    tile_in: int,
+    batch_size: int,
+    device: Any,
+    tta: bool,
+) -> Generator[TileProgress, None, np.ndarray]:
+    """One attempt at a fixed tile and batch size (an out-of-memory error propagates)."""
+    import torch
+
+    _, height, width = image.shape
+    ly = axis_layout(net, height, tile_in)
+    lx = axis_layout(net, width, tile_in)
+    padded = np.pad(
+        image, ((0, 0), (ly.pad_before, ly.pad_after), (lx.pad_before, lx.pad_after)), MIRROR_MODE
+    )
+    out = np.empty((int(net.config["n_classes"]), height, width), dtype=np.float32)
+    tiles = [(iy, ix) for iy in range(ly.count) for ix in range(lx.count)]
+    for start in range(0, len(tiles), batch_size):
+        chunk = tiles[start : start + batch_size]
+        inputs = np.stack(
+            [
+                padded[
+                    :,
+                    iy * ly.stride : iy * ly.stride + ly.tile_in,
+                    ix * lx.stride : ix * lx.stride + lx.tile_in,
+                ]
+                for iy, ix in chunk
+            ]
+        )
+        probs = _forward_probabilities(net, torch.from_numpy(inputs).to(device), device, tta)
+        probs = probs.cpu().numpy()
+        for (iy, ix), tile in zip(chunk, probs, strict=True):
+            y0, x0 = iy * ly.stride, ix * lx.stride
+            h = ly.stride if iy < ly.count - 1 else height - y0
+            w = lx.stride if ix < lx.count - 1 else width - x0
+            out[:, y0 : y0 + h, x0 : x0 + w] = tile[
+                :, ly.drop : ly.drop + h, lx.drop : lx.drop + w
+            ]
+        yield TileProgress(min(start + batch_size, len(tiles)), len(tiles))
+    return out
+
+
+def count_tiles(net: Any, shape: tuple[int, int], tile_size: int) -> int:
+    """Tiles one (Y, X) image needs at input tile edge ``tile_size`` (for progress totals)."""
+    return (
+        axis_layout(net, shape[0], tile_size).count * axis_layout(net, shape[1], tile_size).count
+    )
+
+
+def predict_tiled(
+    net: Any,
+    image: np.ndarray,
+    tile_size: int | None = None,
+    batch_size: int | None = None,
+    device: Any = None,
+    progress: Callable[[TileProgress], None] | None = None,
+    tta: bool = False,
+) -> np.ndarray:
+    """`predict_tiled_iter` run to the end; ``progress(event)`` is called after every batch."""
+    events = predict_tiled_iter(net, image, tile_size, batch_size, device, tta)
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)
