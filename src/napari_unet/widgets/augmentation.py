@@ -268,7 +268,7 @@ class AugmentationDock(QWidget):
                 result.grid_lines,
                 shape_type="path",
                 edge_color="yellow",
-                edge_width=0.5 * scale[1],
+                edge_width=scale[1],
                 opacity=0.7,
                 name=GRID_LINES,
                 **placed,
