@@ -116,7 +116,6 @@ def test_optimal_matching_beats_greedy_below_half_iou():
         pair_pred=np.array([0, 0, 1]),
         intersection=np.array([6, 4, 4]),
         iou=np.array([0.6, 0.35, 0.35]),
-        gt_in_pred_background=np.array([0, 0]),
         n_pixels=100,
     )
     chosen = m.matched(0.3)

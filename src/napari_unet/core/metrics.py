@@ -38,7 +38,6 @@ class Matching:
     ``gt_ids``/``pred_ids`` are the label values (0 excluded), ``gt_areas``/``pred_areas``
     their pixel counts. The overlapping object pairs are listed sparsely: ``pair_gt`` and
     ``pair_pred`` index ``gt_ids``/``pred_ids``, with ``intersection`` pixels and ``iou``.
-    ``gt_in_pred_background`` counts, per gt object, its pixels where the prediction is 0.
     """
 
     gt_ids: np.ndarray
@@ -49,7 +48,6 @@ class Matching:
     pair_pred: np.ndarray
     intersection: np.ndarray
     iou: np.ndarray
-    gt_in_pred_background: np.ndarray
     n_pixels: int
 
     def matched(self, threshold: float = MATCH_THRESHOLD) -> np.ndarray:
@@ -114,10 +112,6 @@ def match(gt: np.ndarray, pred: np.ndarray) -> Matching:
     intersection = counts[objects]
     gt_areas, pred_areas = gt_sizes[gt_offset:], pred_sizes[pred_offset:]
     union = gt_areas[pair_gt] + pred_areas[pair_pred] - intersection
-    in_background = np.zeros(len(gt_areas), dtype=np.int64)
-    if pred_offset:
-        on_bg = (cols == 0) & (rows >= gt_offset)
-        in_background[rows[on_bg] - gt_offset] = counts[on_bg]
     return Matching(
         gt_ids=gt_values[gt_offset:],
         pred_ids=pred_values[pred_offset:],
@@ -127,7 +121,6 @@ def match(gt: np.ndarray, pred: np.ndarray) -> Matching:
         pair_pred=pair_pred,
         intersection=intersection,
         iou=intersection / union,
-        gt_in_pred_background=in_background,
         n_pixels=int(gt.size),
     )
 
