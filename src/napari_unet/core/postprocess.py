@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_unet.core.io import InputError
+
 # Defaults chosen by `benchmarks/bench_predict.py --postprocess` (AP@0.5 / AP@0.75 on
 # synthetic ground truth pushed through the training target and back, and on blurred
 # "network-like" probability maps); see README "Predict".
@@ -41,16 +43,16 @@ def to_instances(
     """
     foreground = _foreground(probabilities)
     if not 0.0 <= low_threshold <= threshold:
-        raise ValueError(
+        raise InputError(
             f"low_threshold ({low_threshold}) must lie between 0 and threshold ({threshold})"
         )
     from skimage.segmentation import watershed
 
     cores, n = ndi.label(foreground > threshold)
-    if split_merged and n:
-        cores = _split_merged(cores, min_distance_px)
     grow_into = (cores > 0) | (foreground > low_threshold) | _gaps(cores, gap_px)
     labels = watershed(-foreground, markers=cores, mask=grow_into)
+    if split_merged and n:
+        labels = _split_merged(labels, min_distance_px)
     labels = _remove_small(labels, min_size)
     return labels.astype(np.min_scalar_type(max(int(labels.max()), 1)), copy=False)
 
@@ -59,13 +61,13 @@ def _foreground(probabilities: np.ndarray) -> np.ndarray:
     probabilities = np.asarray(probabilities, dtype=np.float32)
     if probabilities.ndim == 3:
         if probabilities.shape[0] < 2:
-            raise ValueError(
+            raise InputError(
                 f"expected (n_classes, Y, X) probabilities with class 1 = cell; "
                 f"got shape {probabilities.shape}"
             )
         return probabilities[1]
     if probabilities.ndim != 2:
-        raise ValueError(
+        raise InputError(
             f"expected (n_classes, Y, X) probabilities or a (Y, X) foreground map; "
             f"got shape {probabilities.shape}"
         )
@@ -73,32 +75,45 @@ def _foreground(probabilities: np.ndarray) -> np.ndarray:
 
 
 def _gaps(cores: np.ndarray, gap_px: int) -> np.ndarray:
-    """Background pixels with two *different* cores within ``gap_px`` (Chebyshev distance)."""
+    """Background pixels lying *between* two different cores at most ``gap_px`` apart.
+
+    Along each of the 4 line directions, a pixel is in a gap when one core lies k1 px
+    behind it and a different core k2 px ahead with k1 + k2 <= gap_px + 1. Pixels beside
+    the end of a contact (next to both cells but not between them) are not gaps.
+    """
+    gaps = np.zeros(cores.shape, dtype=bool)
     if gap_px <= 0 or not cores.any():
-        return np.zeros(cores.shape, dtype=bool)
-    size = 2 * gap_px + 1
-    highest = ndi.maximum_filter(cores, size=size, mode="constant", cval=0)
-    big = np.iinfo(cores.dtype).max
-    lowest = ndi.minimum_filter(
-        np.where(cores > 0, cores, big), size=size, mode="constant", cval=big
-    )
-    return (cores == 0) & (highest > 0) & (lowest != highest)
+        return gaps
+    padded = np.pad(cores, gap_px + 1)
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        for behind in range(1, gap_px + 1):
+            back = _shifted(padded, -behind * dy, -behind * dx, gap_px + 1)
+            for ahead in range(1, gap_px + 2 - behind):
+                front = _shifted(padded, ahead * dy, ahead * dx, gap_px + 1)
+                gaps |= (back > 0) & (front > 0) & (back != front)
+    return gaps & (cores == 0)
 
 
-def _split_merged(cores: np.ndarray, min_distance_px: int) -> np.ndarray:
-    """Split blobs that look like several cells: one marker per distance-transform peak."""
+def _shifted(padded: np.ndarray, dy: int, dx: int, pad: int) -> np.ndarray:
+    """``out[y, x] = image[y + dy, x + dx]`` (0 outside) from an image padded by ``pad``."""
+    h, w = padded.shape[0] - 2 * pad, padded.shape[1] - 2 * pad
+    return padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+
+
+def _split_merged(labels: np.ndarray, min_distance_px: int) -> np.ndarray:
+    """Split objects that look like several cells: one marker per distance-transform peak."""
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
-    distance = ndi.distance_transform_edt(cores > 0)
+    distance = ndi.distance_transform_edt(labels > 0)
     peaks = peak_local_max(
-        distance, min_distance=min_distance_px, labels=cores, exclude_border=False
+        distance, min_distance=min_distance_px, labels=labels, exclude_border=False
     )
-    markers = np.zeros(cores.shape, dtype=np.int32)
+    markers = np.zeros(labels.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    split = watershed(-distance, markers=markers, mask=cores > 0)
-    # A core without a peak (too small for min_distance) keeps its own label.
-    missing = (split == 0) & (cores > 0)
+    split = watershed(-distance, markers=markers, mask=labels > 0)
+    # An object without a peak (too small for min_distance) keeps its own label.
+    missing = (split == 0) & (labels > 0)
     if missing.any():
         extra, _ = ndi.label(missing)
         split = np.where(missing, extra + split.max(), split)

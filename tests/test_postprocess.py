@@ -1,0 +1,116 @@
+"""Probabilities -> instance labels: touching cells stay apart, gaps go back to their cells
+without growing outlines, tiny objects go, the dtype is the smallest that fits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unet.core.io import InputError
+from napari_unet.core.metrics import average_precision
+from napari_unet.core.postprocess import to_instances
+from napari_unet.core.synthetic import touching_cells, touching_pairs
+from napari_unet.core.weights import separate_touching
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to renumbering: a one-to-one map between the label values covers all pixels."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+def test_two_touching_squares_come_back_exactly():
+    labels = np.zeros((20, 30), np.uint16)
+    labels[5:15, 5:15] = 1
+    labels[5:15, 15:25] = 2
+    target = separate_touching(labels)
+    assert not target[:, 14:16].any()  # the training target has a 2 px gap between them
+    out = to_instances((target > 0).astype(np.float32))
+    assert _same_partition(out, labels)
+
+
+def test_a_lone_cell_does_not_grow_past_its_outline():
+    yy, xx = np.mgrid[:40, :40]
+    disk = ((yy - 20) ** 2 + (xx - 18) ** 2 < 12**2).astype(np.float32)
+    out = to_instances(np.stack([1 - disk, disk]))
+    assert out.max() == 1
+    np.testing.assert_array_equal(out > 0, disk > 0)
+
+
+def test_round_trip_through_the_training_target_scores_ap75_above_095(cells_2d):
+    _, labels = cells_2d
+    foreground = (separate_touching(labels) > 0).astype(np.float32)
+    out = to_instances(np.stack([1 - foreground, foreground]))
+    ap50, ap75 = average_precision(labels, out, thresholds=(0.5, 0.75))
+    assert ap50 > 0.99 and ap75 > 0.95
+    # every touching pair in the ground truth comes out as two different labels
+    _, first = np.unique(labels, return_index=True)
+    predicted = out.ravel()[first]  # the output label at one pixel of each gt cell
+    for a, b in touching_pairs(labels):
+        assert predicted[a] != predicted[b]
+
+
+def test_blind_growth_would_fail_where_restricted_growth_passes(cells_2d):
+    """Why the growth is restricted: expanding every cell by the gap width ruins AP@0.75."""
+    from skimage.segmentation import expand_labels
+
+    _, labels = cells_2d
+    target = separate_touching(labels)
+    blind = expand_labels(ndi.label(target > 0)[0], distance=2)
+    restricted = to_instances((target > 0).astype(np.float32))
+    assert average_precision(labels, blind, (0.75,))[0] < 0.9
+    assert average_precision(labels, restricted, (0.75,))[0] > 0.95
+
+
+def test_soft_probabilities_still_split_touching_cells():
+    _, labels = touching_cells((192, 192), seed=5)
+    soft = ndi.gaussian_filter((separate_touching(labels) > 0).astype(np.float32), 0.7)
+    out = to_instances(soft)
+    assert average_precision(labels, out, (0.5, 0.75)).min() > 0.9
+
+
+def test_tiny_objects_are_removed_and_labels_are_sequential():
+    fg = np.zeros((30, 30), np.float32)
+    fg[2:10, 2:10] = 1  # 64 px
+    fg[20, 20:23] = 1  # 3 px speck
+    fg[15:25, 5:12] = 1  # 70 px
+    out = to_instances(fg, min_size=12)
+    assert sorted(np.unique(out)) == [0, 1, 2]
+    assert out[20, 21] == 0
+    assert to_instances(fg, min_size=1).max() == 3
+
+
+def test_smallest_unsigned_dtype():
+    few = np.zeros((20, 20), np.float32)
+    few[2:6, 2:6] = 1
+    assert to_instances(few, min_size=1).dtype == np.uint8
+    many = np.zeros((100, 100), np.float32)
+    many[::3, ::3] = 1  # 34 x 34 = 1156 one-pixel objects
+    out = to_instances(many, min_size=1, gap_px=0)
+    assert out.max() == 1156 and out.dtype == np.uint16
+    assert to_instances(np.zeros((5, 5), np.float32)).dtype == np.uint8
+
+
+def test_optional_watershed_splits_a_merged_pair_of_disks():
+    yy, xx = np.mgrid[:40, :60]
+    blob = ((yy - 20) ** 2 + (xx - 18) ** 2 < 11**2) | ((yy - 20) ** 2 + (xx - 36) ** 2 < 11**2)
+    fg = blob.astype(np.float32)
+    assert to_instances(fg).max() == 1
+    split = to_instances(fg, split_merged=True)
+    assert split.max() == 2 and split[20, 18] != split[20, 36]
+    np.testing.assert_array_equal(split > 0, blob)
+
+
+def test_three_class_output_uses_class_one_and_bad_input_is_refused():
+    fg = np.zeros((20, 20), np.float32)
+    fg[5:12, 5:12] = 1
+    border = np.zeros_like(fg)
+    probs = np.stack([1 - fg, fg, border])
+    assert to_instances(probs).max() == 1
+    with pytest.raises(InputError, match=r"\(n_classes, Y, X\)"):
+        to_instances(np.zeros((2, 2, 20, 20), np.float32))
+    with pytest.raises(InputError, match="class 1 = cell"):
+        to_instances(np.zeros((1, 20, 20), np.float32))
+    with pytest.raises(InputError, match="low_threshold"):
+        to_instances(fg, threshold=0.5, low_threshold=0.7)
