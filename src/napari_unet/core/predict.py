@@ -1,0 +1,240 @@
+"""A trained model + a raw image or stack -> instance labels (and foreground probability).
+
+Slice by slice, normalised the way the model file says, as a generator of progress
+events shared by the Predict dock and the CLI. Lazy stacks (dask, zarr, memory maps)
+are read one slice at a time and each slice's result is written as soon as it is done.
+Tiling and labelling themselves live in `tiling.py` and `postprocess.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_unet.core import postprocess
+from napari_unet.core.io import InputError, as_image
+from napari_unet.core.normalize import PERCENTILES, normalize
+
+# Slices read (evenly spaced) to measure a stack's intensity range without loading it all.
+RANGE_SAMPLE_SLICES = 8
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """What the dock and the CLI let people choose; None = automatic."""
+
+    tile_size: int | None = None  # input tile edge, pixels
+    batch_size: int | None = None
+    device: str = "auto"
+    tta: bool = False  # average over the 8 flips/rotations (8x slower)
+    threshold: float = postprocess.THRESHOLD
+    min_size_px: int = postprocess.MIN_SIZE_PX
+    split_merged: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Tiles done over the whole job; ``slice_index`` is the stack index being predicted."""
+
+    slice_index: int
+    slices_done: int
+    n_slices: int
+    tiles_done: int
+    tiles_total: int
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """One finished slice: its labels and (when asked for) its foreground probability."""
+
+    slice_index: int
+    labels: np.ndarray
+    foreground: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: np.ndarray  # (Y, X) or (Z, Y, X), unsigned int
+    foreground: np.ndarray | None  # float32, same shape, when asked for
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """Where the slices and channels are in an image array of a given shape."""
+
+    n_slices: int
+    spatial_shape: tuple[int, int]
+    channel_axis: int | None  # axis of a slice's array (after taking the slice), or None
+    is_stack: bool
+
+
+def stack_layout(shape: Sequence[int], channels: int, name: str = "image") -> StackLayout:
+    """(Y, X) / (N, Y, X) for one channel; (Y, X, C) / (C, Y, X) / (N, C, Y, X) / (N, Y, X, C)
+    for ``channels`` > 1. Checks the shape only, so lazy arrays stay unread."""
+    shape = tuple(int(s) for s in shape)
+    if channels == 1:
+        if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+            raise InputError(
+                f"{name}: shape {shape} looks like an RGB image; the model wants one "
+                "grayscale channel. Convert it to grayscale or split the channels first."
+            )
+        if len(shape) == 2:
+            return StackLayout(1, shape, None, False)
+        if len(shape) == 3:
+            return StackLayout(shape[0], shape[1:], None, True)
+        raise InputError(
+            f"{name}: expected a 2D image (Y, X) or a stack (Z, Y, X); got shape {shape}"
+        )
+    is_stack = len(shape) == 4
+    plane = shape[1:] if is_stack else shape
+    if len(shape) not in (3, 4):
+        raise InputError(
+            f"{name}: the model wants {channels} channels: (Y, X, C), (C, Y, X) or a stack "
+            f"(N, C, Y, X); got shape {shape}"
+        )
+    if plane[0] == channels:
+        return StackLayout(shape[0] if is_stack else 1, plane[1:], 0, is_stack)
+    if plane[-1] == channels:
+        return StackLayout(shape[0] if is_stack else 1, plane[:2], 2, is_stack)
+    raise InputError(
+        f"{name}: the model wants {channels} channels; shape {shape} has no axis of that size"
+    )
+
+
+def read_slice(image: Any, layout: StackLayout, index: int, name: str = "image") -> np.ndarray:
+    """One slice as float32 (C, Y, X); only that slice of a lazy array is read."""
+    plane = np.asarray(image[index] if layout.is_stack else image)
+    if layout.channel_axis is None:
+        plane = plane[None]
+    elif layout.channel_axis == 2:
+        plane = np.moveaxis(plane, -1, 0)
+    channels = plane.shape[0]
+    return as_image(plane if channels == 1 else plane[None], name, channels=channels)[0]
+
+
+def value_ranges(
+    image: Any, layout: StackLayout, percentiles: Sequence[float], name: str = "image"
+) -> list[tuple[float, float]]:
+    """Per-channel intensity range at the model's percentiles, from up to
+    `RANGE_SAMPLE_SLICES` evenly spaced slices (the training stack is normalised as a whole)."""
+    count = min(layout.n_slices, RANGE_SAMPLE_SLICES)
+    picks = np.unique(np.linspace(0, layout.n_slices - 1, count).round().astype(int))
+    sample = np.stack([read_slice(image, layout, int(i), name) for i in picks])  # (S, C, Y, X)
+    ranges = []
+    for c in range(sample.shape[1]):
+        lo, hi = np.percentile(sample[:, c], list(percentiles))
+        ranges.append((float(lo), float(hi) if hi > lo else float(lo) + 1.0))
+    return ranges
+
+
+def predict_stack(
+    net: Any,
+    metadata: dict,
+    image: Any,
+    config: PredictConfig = PredictConfig(),
+    slices: Sequence[int] | None = None,
+    labels_out: Any = None,
+    foreground_out: Any = None,
+    keep_foreground: bool = False,
+    name: str = "image",
+) -> Generator[Progress | SliceResult, None, Prediction]:
+    """Predict ``slices`` (default: all) of a (Y, X) image or a stack, one slice at a time.
+
+    Yields `Progress` after every tile batch and a `SliceResult` per finished slice,
+    written at once into ``labels_out`` / ``foreground_out`` when given (any array that
+    takes ``out[i] = ...``: numpy, zarr, a memory map); otherwise they are allocated.
+    In a stack every slice's labels are numbered on from the previous slice's.
+    Returns the `Prediction`. Closing the generator stops between tile batches.
+    """
+    import torch
+
+    from napari_unet.core import tiling
+    from napari_unet.core.device import resolve_device
+
+    channels = int(net.config["in_channels"])
+    layout = stack_layout(np.shape(image), channels, name)
+    slices = list(range(layout.n_slices)) if slices is None else [int(i) for i in slices]
+    if any(not 0 <= i < layout.n_slices for i in slices):
+        raise InputError(f"{name}: slice index out of range 0..{layout.n_slices - 1}: {slices}")
+    device = resolve_device(config.device)
+    if next(net.parameters()).device != device:
+        net = copy.deepcopy(net)  # leave the caller's (e.g. the session's CPU) model alone
+    net.to(device)
+    auto_tile, auto_batch = tiling.auto_tile_and_batch(net, device)
+    tile_size = config.tile_size or auto_tile
+    batch_size = config.batch_size or auto_batch
+    per_slice = tiling.count_tiles(net, layout.spatial_shape, tile_size)
+    stack_shape = (layout.n_slices, *layout.spatial_shape)
+    if labels_out is None:
+        labels_out = np.zeros(stack_shape, dtype=np.uint32)
+    if foreground_out is None and keep_foreground:
+        foreground_out = np.zeros(stack_shape, dtype=np.float32)
+    percentiles = metadata.get("normalisation", {}).get("percentiles", PERCENTILES)
+    ranges = value_ranges(image, layout, percentiles, name)
+    total, done, next_id = per_slice * len(slices), 0, 0
+    for position, index in enumerate(slices):
+        raw = read_slice(image, layout, index, name)
+        x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(ranges)])
+        events = tiling.predict_tiled_iter(net, x, tile_size, batch_size, device, config.tta)
+        start = done
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as stop:
+                probabilities = stop.value
+                break
+            done = start + event.done * per_slice // max(event.total, 1)
+            yield Progress(index, position, len(slices), done, total)
+        labels = postprocess.to_instances(
+            probabilities,
+            threshold=config.threshold,
+            min_size=config.min_size_px,
+            split_merged=config.split_merged,
+        )
+        if layout.is_stack and labels.any():
+            labels = np.where(labels > 0, labels.astype(np.uint32) + next_id, 0)
+            next_id = int(labels.max())
+        labels_out[index] = labels
+        foreground = probabilities[1] if foreground_out is not None else None
+        if foreground_out is not None:
+            foreground_out[index] = foreground
+        yield SliceResult(index, labels, foreground)
+        del probabilities
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    labels_all, foreground_all = labels_out, foreground_out
+    if isinstance(labels_all, np.ndarray):
+        labels_all = labels_all.astype(np.min_scalar_type(max(int(labels_all.max()), 1)))
+    if not layout.is_stack:
+        labels_all = labels_all[0]
+        foreground_all = None if foreground_all is None else foreground_all[0]
+    return Prediction(labels_all, foreground_all)
+
+
+def predict_image(
+    net: Any,
+    metadata: dict,
+    image: Any,
+    config: PredictConfig = PredictConfig(),
+    keep_foreground: bool = False,
+    name: str = "image",
+) -> Generator[Progress | SliceResult, None, Prediction]:
+    """`predict_stack` for one image (every slice if ``image`` is a stack)."""
+    return (
+        yield from predict_stack(
+            net, metadata, image, config, keep_foreground=keep_foreground, name=name
+        )
+    )
+
+
+def run(events: Generator[Any, None, Prediction]) -> Prediction:
+    """Pull a prediction generator to its end (scripts and tests)."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as stop:
+            return stop.value
