@@ -172,3 +172,32 @@ def test_bad_input_is_explained():
         run(predict_stack(net, METADATA, np.zeros((2, 64, 64)), CONFIG, slices=[2]))
     with pytest.raises(InputError, match="NaN"):
         run(predict_image(net, METADATA, np.full((64, 64), np.nan), CONFIG))
+
+
+def test_cli_round_trip_on_a_tif_stack(tmp_path, capsys):
+    from napari_unet._cli import main
+    from napari_unet.core import io
+
+    pairs = [_squares(seed) for seed in (12, 13)]
+    io.write(tmp_path / "stack.tif", np.stack([p[0] for p in pairs]))
+    model = checkpoint.save(tmp_path / "model.safetensors", threshold_unet(), METADATA)
+    args = [str(model), str(tmp_path / "stack.tif"), "-o", str(tmp_path / "labels.tif")]
+    extra = ["--tile-size", "60", "--batch-size", "2", "--device", "cpu", "--min-size", "4"]
+    assert main(["predict", *args, *extra, "--probabilities", str(tmp_path / "p.tif")]) == 0
+    labels, probability = io.read(tmp_path / "labels.tif"), io.read(tmp_path / "p.tif")
+    assert labels.shape == probability.shape == (2, 70, 90)
+    for z, (_, expected) in enumerate(pairs):
+        assert _same_partition(labels[z], expected)
+        np.testing.assert_array_equal(probability[z] > 0.5, expected > 0)
+
+
+def test_cli_missing_model_exits_2_with_one_line(tmp_path, capsys):
+    from napari_unet._cli import main
+    from napari_unet.core import io
+
+    io.write(tmp_path / "image.tif", np.zeros((32, 32), np.uint16))
+    missing = str(tmp_path / "nope.safetensors")
+    assert main(["predict", missing, str(tmp_path / "image.tif"), "-o", "x.tif"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.safetensors" in err
+    assert not (tmp_path / "x.tif").exists()

@@ -132,12 +132,62 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    from napari_unet.core.postprocess import MIN_SIZE_PX, THRESHOLD
+
+    p.add_argument("model", help="model file (.safetensors) written by `napari-unet train`")
+    p.add_argument("image", help="image (tif, png, npy): 2D or a (Z, Y, X) / (T, Y, X) stack")
+    p.add_argument("-o", "--output", required=True, help="instance labels to write (.tif/.npy)")
+    p.add_argument("--tile-size", type=int, help="input tile edge, pixels (default: from memory)")
+    p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: from memory)")
+    p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
+    p.add_argument(
+        "--threshold", type=float, default=THRESHOLD, help="cell probability (default: %(default)s)"
+    )
+    p.add_argument(
+        "--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell, px (default: %(default)s)"
+    )
+    p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from napari_unet.core import checkpoint, io, predict
+
+    net, metadata = checkpoint.load(args.model)
+    image = io.read(args.image)
+    config = predict.PredictConfig(
+        tile_size=args.tile_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        tta=args.tta,
+        threshold=args.threshold,
+        min_size_px=args.min_size,
+    )
+    events = predict.predict_image(
+        net, metadata, image, config, keep_foreground=bool(args.probabilities), name=args.image
+    )
+
+    def on_event(event, bar) -> None:
+        if isinstance(event, predict.Progress):
+            bar.total = event.tiles_total
+            bar.n = event.tiles_done
+            bar.refresh()
+
+    result = drive(events, None, "predict (tiles)", on_event)
+    io.write(args.output, result.labels)
+    if args.probabilities:
+        io.write(args.probabilities, result.foreground)
+    return 0
+
+
 # (name, help, add_arguments, run), in the order `napari-unet --help` lists them.
 COMMANDS: list[
     tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 ] = [
     ("weights", "loss weight map of instance labels (paper eq. 2)", _add_weights, _cmd_weights),
     ("evaluate", "score predicted labels against ground truth", _add_evaluate, _cmd_evaluate),
+    ("predict", "labels of an image or stack, tile by tile", _add_predict, _cmd_predict),
 ]
 
 
