@@ -141,12 +141,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (default: from memory)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: from memory)")
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
-    p.add_argument(
-        "--threshold", type=float, default=THRESHOLD, help="cell probability (default: %(default)s)"
-    )
-    p.add_argument(
-        "--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell, px (default: %(default)s)"
-    )
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")
+    p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
     p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
 
