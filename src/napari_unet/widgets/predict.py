@@ -1,0 +1,334 @@
+"""Predict dock: one click turns an image or stack into a plugin-owned labels layer.
+
+The model comes from this session's Train dock, the shipped starter model, or a file.
+Prediction runs in a worker thread (``core.predict``); the dock only gathers settings,
+shows progress and refreshes the layers "<image> U-Net labels" / "<image> U-Net
+foreground" as each slice finishes. The user's layers are never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet.core import postprocess
+from napari_unet.core.io import InputError
+from napari_unet.widgets import _session
+from napari_unet.widgets._common import layer_choices, report_error, set_layer, start_job
+
+SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
+CURRENT, ALL = "Current slice", "All slices"
+LABELS_SUFFIX, FOREGROUND_SUFFIX = " U-Net labels", " U-Net foreground"
+
+
+def labels_name(image_name: str) -> str:
+    return f"{image_name}{LABELS_SUFFIX}"
+
+
+def foreground_name(image_name: str) -> str:
+    return f"{image_name}{FOREGROUND_SUFFIX}"
+
+
+def _starter_path() -> Path | None:
+    from napari_unet.models import starter_model_path
+
+    path = starter_model_path()
+    return path if path.is_file() else None
+
+
+def prediction_job(
+    source: str, path: str, image: Any, config: Any, **kwargs: Any
+) -> Generator[Any, None, Any]:
+    """Worker-thread job: load the chosen model, then `core.predict.predict_stack`."""
+    from napari_unet.core import checkpoint, predict
+
+    if source == SESSION:
+        current = _session.current_model()
+        if current is None:
+            raise InputError("No model has been trained in this session yet: train one first.")
+        net, metadata = current
+    else:
+        if not path:
+            raise InputError("Choose a model file (.safetensors) first.")
+        net, metadata = checkpoint.load(path)
+    return (yield from predict.predict_stack(net, metadata, image, config, **kwargs))
+
+
+class PredictDock(QWidget):
+    """Image, model, slices, tile size, TTA, threshold, min size; Run / Cancel."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.model_path = QLineEdit()
+        self.model_path.setPlaceholderText("path/to/model.safetensors")
+        self.browse_button = QPushButton("Browse…")
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems([ALL, CURRENT])
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(0, 4096)
+        self.tile_size.setSingleStep(64)
+        self.tile_size.setSpecialValueText("auto")
+        self.tile_size.setToolTip("Input tile edge in pixels; auto = from free memory")
+        self.tta = QCheckBox("Average flips/rotations (TTA, 8x slower)")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.05, 0.95)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(postprocess.THRESHOLD)
+        self.min_size = QSpinBox()
+        self.min_size.setRange(0, 100_000)
+        self.min_size.setValue(postprocess.MIN_SIZE_PX)
+        self.min_size.setSuffix(" px")
+        self.show_foreground = QCheckBox("Also show the cell probability")
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.model_path)
+        path_row.addWidget(self.browse_button)
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("", path_row)
+        form.addRow("Predict", self.scope_combo)
+        form.addRow("Tile size", self.tile_size)
+        form.addRow("Threshold", self.threshold)
+        form.addRow("Min size", self.min_size)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.tta)
+        layout.addWidget(self.show_foreground)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addStretch()
+
+        self.worker = None
+        self._progress = None
+        self._target: tuple[Any, Any, Any] | None = None  # (image layer, labels, foreground)
+        self._cells = 0
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.browse_button.clicked.connect(self._browse)
+        self.model_combo.currentTextChanged.connect(self._model_source_changed)
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self._disconnect_session = _session.on_model_changed(self._refresh_models)
+        self.destroyed.connect(lambda *_: self._disconnect_session())
+        self._refresh_images()
+        self._refresh_models()
+
+    # --- choices ---------------------------------------------------------------------
+
+    def _refresh_images(self, event=None) -> None:
+        names = [
+            n for n in layer_choices(self.viewer, "image") if not n.endswith(FOREGROUND_SUFFIX)
+        ]
+        current = self.image_combo.currentText()
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+
+    def _refresh_models(self) -> None:
+        current = self.model_combo.currentText()
+        sources = ([SESSION] if _session.current_model() is not None else []) + (
+            [STARTER] if _starter_path() is not None else []
+        )
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems([*sources, FILE])
+        # A freshly published model is what people want next; otherwise keep their choice.
+        if SESSION in sources:
+            self.model_combo.setCurrentText(SESSION)
+        elif current in (*sources, FILE):
+            self.model_combo.setCurrentText(current)
+        self.model_combo.blockSignals(False)
+        self._model_source_changed(self.model_combo.currentText())
+
+    def _model_source_changed(self, source: str) -> None:
+        self.model_path.setEnabled(source == FILE)
+        self.browse_button.setEnabled(source == FILE)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a U-Net model", "", "napari-unet models (*.safetensors)"
+        )
+        if path:
+            self.model_path.setText(path)
+
+    def _image_layer(self):
+        name = self.image_combo.currentText()
+        return next((layer for layer in self.viewer.layers if layer.name == name), None)
+
+    # --- run -------------------------------------------------------------------------
+
+    def config(self):
+        from napari_unet.core.predict import PredictConfig
+
+        return PredictConfig(
+            tile_size=self.tile_size.value() or None,
+            tta=self.tta.isChecked(),
+            threshold=self.threshold.value(),
+            min_size_px=self.min_size.value(),
+        )
+
+    def run(self) -> None:
+        """Start predicting the chosen image (or its current slice) in a worker thread."""
+        layer = self._image_layer()
+        if layer is None:
+            report_error(InputError("Pick an image layer first."))
+            return
+        source = self.model_combo.currentText()
+        path = str(_starter_path() or "") if source == STARTER else self.model_path.text().strip()
+        image = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        try:  # cheap checks (file header, shapes) here, so mistakes never reach the worker
+            self._check(source, path, image, layer.name)
+        except InputError as exc:
+            report_error(exc)
+            self.status.setText(str(exc))
+            return
+        is_stack = len(image.shape) == 3 and not layer.rgb
+        slices = None
+        if is_stack and self.scope_combo.currentText() == CURRENT:
+            index = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
+            slices = [min(max(index, 0), image.shape[0] - 1)]
+        labels, foreground = self._outputs(layer, image, is_stack, fresh=slices is None)
+        self._target = (layer, labels, foreground)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"Predicting {layer.name!r}…")
+        self.worker = start_job(
+            prediction_job,
+            source,
+            path,
+            image,
+            self.config(),
+            slices=slices,
+            labels_out=labels,
+            foreground_out=foreground,
+            name=layer.name,
+            on_yield=self._on_event,
+            on_return=self._on_done,
+            on_finish=self._on_finish,
+        )
+        self.worker.errored.connect(lambda exc: self.status.setText(str(exc)))
+
+    @staticmethod
+    def _check(source: str, path: str, image: Any, name: str) -> None:
+        from napari_unet.core import checkpoint
+        from napari_unet.core.predict import stack_layout
+
+        if source == SESSION:
+            current = _session.current_model()
+            if current is None:
+                raise InputError("No model has been trained in this session yet.")
+            architecture = current[1].get("architecture", current[0].config)
+        elif not path:
+            raise InputError("Choose a model file (.safetensors) first.")
+        else:
+            architecture = checkpoint.read_metadata(path)["architecture"]
+        stack_layout(image.shape, int(architecture.get("in_channels", 1)), name)
+
+    def _outputs(self, layer, image, is_stack: bool, fresh: bool):
+        """Arrays the worker writes slice by slice; one slice keeps the other slices' labels."""
+        shape = tuple(image.shape[:3] if is_stack else image.shape[:2])
+        stack_shape = shape if is_stack else (1, *shape)
+        labels = np.zeros(stack_shape, np.uint32)
+        name = labels_name(layer.name)
+        old = next((x for x in self.viewer.layers if x.name == name), None)
+        if not fresh and old is not None and tuple(old.data.shape) == shape:
+            labels[:] = np.asarray(old.data).reshape(stack_shape)
+        foreground = (
+            np.zeros(stack_shape, np.float32) if self.show_foreground.isChecked() else None
+        )
+        return labels, foreground
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("Cancelling after the current batch of tiles…")
+
+    def _on_event(self, event) -> None:
+        from napari.utils import progress
+
+        from napari_unet.core.predict import Progress, SliceResult
+
+        if isinstance(event, Progress):
+            if self._progress is None:
+                self._progress = progress(total=event.tiles_total, desc="U-Net prediction")
+            self._progress.n = event.tiles_done
+            self._progress.refresh()
+            self.status.setText(
+                f"Slice {event.slice_index} ({event.slices_done + 1} of {event.n_slices}): "
+                f"{event.tiles_done} of {event.tiles_total} tiles"
+            )
+        elif isinstance(event, SliceResult):
+            self._cells = int(event.labels.max())  # ids run on through a stack
+            self._show_layers()
+
+    def _show_layers(self) -> None:
+        """Put the arrays the worker fills into the plugin's layers (GUI thread only)."""
+        if self._target is None:
+            return
+        layer, labels, foreground = self._target
+        is_stack = len(layer.data.shape) == 3 and not layer.rgb
+        scale = tuple(layer.scale[-3:] if is_stack else layer.scale[-2:])
+        translate = tuple(layer.translate[-3:] if is_stack else layer.translate[-2:])
+        view = labels if is_stack else labels[0]
+        out = set_layer(
+            self.viewer, labels_name(layer.name), view, "labels", scale=scale, translate=translate
+        )
+        out.refresh()
+        if foreground is not None:
+            fg = set_layer(
+                self.viewer,
+                foreground_name(layer.name),
+                foreground if is_stack else foreground[0],
+                "image",
+                colormap="magma",
+                contrast_limits=(0.0, 1.0),
+                opacity=0.6,
+                blending="additive",
+                scale=scale,
+                translate=translate,
+            )
+            fg.refresh()
+
+    def _on_done(self, prediction) -> None:
+        self._show_layers()
+        self.status.setText(
+            f"Done: {self._cells} cells. Correct them with the Annotate dock if needed."
+        )
+
+    def _on_finish(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.worker = None
