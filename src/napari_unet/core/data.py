@@ -274,7 +274,3 @@ class TileSampler:
             np.stack(targets).astype(np.int64),
             np.stack(weights).astype(np.float32, copy=False),
         )
-
-    def padded_slice(self, index: int) -> tuple[np.ndarray, int]:
-        """Mirror-padded image of data slice ``index`` and the padding (pixels per side)."""
-        return self._images[index], self._pad

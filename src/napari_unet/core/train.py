@@ -35,6 +35,7 @@ OPTIMIZERS = ("adamw", "sgd")
 DEFAULT_LR = {"adamw": 2e-3, "sgd": 1e-2}
 WARMUP_FRACTION = 0.05  # linear warm-up, then cosine decay to FINAL_LR_FRACTION * lr
 FINAL_LR_FRACTION = 0.02
+VALIDATION_TILE_PX = 256  # output tile side when predicting the hold-out (few, large tiles)
 
 # Per-preset defaults (chosen by benchmarks/bench_train.py): input tile side (pixels),
 # tiles per step and steps. The light model is sized so that the default CPU run fits
@@ -207,23 +208,33 @@ def _tile_sizes(net: UNet, tile_size: int) -> tuple[int, int]:
 
 def _predict_region(
     net: UNet,
-    sampler: TileSampler,
+    image: np.ndarray,
     region: ValidationRegion,
     device: torch.device,
     batch_size: int,
 ) -> np.ndarray:
-    """Softmax probabilities (K, h, w) on the region, output tiles abutting (valid convs)."""
-    padded, pad = sampler.padded_slice(region.index)
-    out, ctx, size = sampler.out_size, sampler.context, sampler.in_size
+    """Softmax probabilities (K, h, w) on the region of ``image`` (C, Y, X).
+
+    Output tiles abut exactly (valid convs), the image is mirrored at its border.
+    """
     height, width = region.y1 - region.y0, region.x1 - region.x0
+    smallest = net.nearest_input_size(1)
+    context = smallest - net.output_size(smallest)  # the same for every tile size
+    size = net.nearest_input_size(min(max(height, width), VALIDATION_TILE_PX) + context)
+    out = net.output_size(size)
+    ctx = (size - out) // 2
+    pad = ctx + out
+    padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
     corners = [(y, x) for y in range(0, height, out) for x in range(0, width, out)]
     probs = np.zeros((net.n_classes, height + out, width + out), dtype=np.float32)
     for start in range(0, len(corners), batch_size):
         chunk = corners[start : start + batch_size]
         tiles = np.stack(
             [
-                padded[:, region.y0 + y - ctx + pad : region.y0 + y - ctx + pad + size][
-                    ..., region.x0 + x - ctx + pad : region.x0 + x - ctx + pad + size
+                padded[
+                    :,
+                    region.y0 + y - ctx + pad : region.y0 + y - ctx + pad + size,
+                    region.x0 + x - ctx + pad : region.x0 + x - ctx + pad + size,
                 ]
                 for y, x in chunk
             ]
@@ -251,7 +262,6 @@ def _ap50(labels: np.ndarray, probs: np.ndarray, mask: np.ndarray) -> float | No
 def _validate(
     net: UNet,
     data: TrainingData,
-    sampler: TileSampler,
     device: torch.device,
     batch_size: int,
     step: int,
@@ -259,7 +269,7 @@ def _validate(
     region = data.validation
     assert region is not None and data.validation_weights is not None
     net.eval()
-    probs = _predict_region(net, sampler, region, device, batch_size)
+    probs = _predict_region(net, data.images[region.index], region, device, batch_size)
     net.train()
     rows, cols = slice(region.y0, region.y1), slice(region.x0, region.x1)
     target = data.targets[region.index, rows, cols]
@@ -365,7 +375,7 @@ def train(
         }
 
     def validate(step: int) -> Validation:
-        event = _validate(net, data, sampler, device, cfg.batch_size * 2, step)
+        event = _validate(net, data, device, cfg.batch_size, step)
         is_best = result.best_iou is None or event.iou > result.best_iou
         if is_best:
             snapshot(step, event)

@@ -1,0 +1,208 @@
+"""Training learns on synthetic cells, ignores unannotated pixels, stops cleanly, resumes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core import checkpoint
+from napari_unet.core.augment import AugmentConfig
+from napari_unet.core.data import TrainingData
+from napari_unet.core.io import InputError
+from napari_unet.core.model import UNet
+from napari_unet.core.synthetic import touching_cells
+from napari_unet.core.train import (
+    Step,
+    TrainConfig,
+    TrainResult,
+    Validation,
+    lr_factor,
+    train,
+    weighted_cross_entropy,
+)
+
+TINY = {"base_channels": 8, "depth": 3, "dropout": 0.0}
+
+
+def _run(events):
+    """Pull a generator to its end: (events, return value)."""
+    seen = []
+    while True:
+        try:
+            seen.append(next(events))
+        except StopIteration as stop:
+            return seen, stop.value
+
+
+@pytest.fixture(scope="module")
+def cells_data() -> TrainingData:
+    image, labels = touching_cells((192, 192), seed=4)
+    return TrainingData.from_arrays(image, labels)
+
+
+def _config(**changes) -> TrainConfig:
+    settings = dict(steps=6, tile_size=92, batch_size=1, validate_every=3, device="cpu", seed=0)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def test_weighted_cross_entropy_matches_a_hand_computation():
+    logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]]]])  # (B=1, K=2, 1, 2 pixels)
+    target = torch.tensor([[[0, 1]]])
+    weights = torch.tensor([[[3.0, 1.0]]])
+    p0 = math.exp(2) / (math.exp(2) + 1)  # softmax of the true class, pixel 0
+    p1 = math.exp(1) / (math.exp(1) + 1)
+    expected = (3 * -math.log(p0) + 1 * -math.log(p1)) / 4
+    assert float(weighted_cross_entropy(logits, target, weights)) == pytest.approx(expected)
+
+
+def test_ignored_pixels_give_no_loss_and_no_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+    target = torch.randint(0, 2, (2, 8, 8))
+    weights = torch.rand(2, 8, 8) + 0.5
+    weights[:, :4] = 0  # the top half is unannotated
+    loss = weighted_cross_entropy(logits, target, weights)
+    loss.backward()
+    assert torch.all(logits.grad[:, :, :4] == 0)
+    assert torch.all(logits.grad[:, :, 4:].abs().sum(dim=1) > 0)
+    flipped = target.clone()
+    flipped[:, :4] = 1 - flipped[:, :4]  # any target there: same loss
+    with torch.no_grad():
+        assert float(weighted_cross_entropy(logits, flipped, weights)) == pytest.approx(
+            float(loss)
+        )
+
+
+def test_learning_rate_warms_up_then_decays():
+    assert lr_factor(0.0) < 0.05
+    assert lr_factor(0.05) == pytest.approx(1.0)
+    assert lr_factor(0.5) < 1.0
+    assert lr_factor(1.0) == pytest.approx(0.02)
+    values = [lr_factor(t / 100) for t in range(5, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_training_from_scratch_clearly_improves_validation_iou():
+    image, labels = touching_cells((256, 256), seed=1)
+    data = TrainingData.from_arrays(image, labels)
+    torch.manual_seed(0)
+    flips_only = AugmentConfig.off(flips=True, rot90=True)  # cheap; converges in fewer steps
+    config = _config(steps=100, batch_size=2, validate_every=50, lr=5e-3, augment=flips_only)
+    events, result = _run(train(data, config, net=UNet(**TINY)))
+    validations = [e for e in events if isinstance(e, Validation)]
+    steps = [e for e in events if isinstance(e, Step)]
+    assert [v.step for v in validations] == [1, 50, 100]
+    assert [s.step for s in steps] == list(range(1, 101))
+    assert all(s.total == 100 and s.tiles_per_s > 0 and s.lr > 0 for s in steps)
+    first, best = validations[0], max(validations, key=lambda v: v.iou)
+    assert best.iou > first.iou + 0.3
+    assert best.iou > 0.75
+    assert result.best_iou == best.iou and result.best_step == best.step
+    assert validations[0].preview.shape == (
+        data.validation.y1 - data.validation.y0,
+        data.validation.x1 - data.validation.x0,
+    )
+    assert validations[-1].preview.min() >= 0 and validations[-1].preview.max() <= 1
+    assert validations[-1].ap50 is None or 0 <= validations[-1].ap50 <= 1
+    # the returned net is the best one: its IoU on the hold-out is the best validation's
+    assert not result.net.training
+    assert result.metadata["validation"]["iou"] == pytest.approx(best.iou)
+    assert len(result.metadata["training"]["history"]) == 100
+
+
+def test_closing_mid_run_keeps_a_usable_best_model(tmp_path, cells_data):
+    result = TrainResult()
+    events = train(cells_data, _config(steps=1000), net=UNet(**TINY), result=result)
+    validations = []
+    for event in events:
+        if isinstance(event, Validation):
+            validations.append(event)
+        if isinstance(event, Step) and event.step == 4:
+            break
+    events.close()
+    assert result.stopped_early
+    assert result.steps_done == 4
+    best = max(validations, key=lambda v: v.iou)  # validated after steps 1 and 3
+    assert [v.step for v in validations] == [1, 3]
+    assert (result.best_step, result.best_iou) == (best.step, best.iou)
+    assert result.net is not None and not result.net.training
+    with torch.no_grad():
+        out = result.net(torch.rand(1, 1, 92, 92))
+    assert out.shape == (1, 2, 52, 52) and torch.isfinite(out).all()
+    path = result.save(tmp_path / "stopped.safetensors")
+    loaded, meta = checkpoint.load(path)
+    assert meta["training"]["steps_done"] == 4 and meta["training"]["stopped_early"]
+    assert meta["normalisation"]["percentiles"] == [1.0, 99.8]
+    with torch.no_grad():
+        assert torch.equal(loaded(torch.ones(1, 1, 92, 92)), result.net(torch.ones(1, 1, 92, 92)))
+
+
+def test_fine_tune_from_a_model_file_starts_from_its_weights(tmp_path, cells_data):
+    _, first = _run(train(cells_data, _config(steps=3), net=UNet(**TINY)))
+    path = first.save(tmp_path / "first.safetensors")
+    start, _ = checkpoint.load(path)
+    events, second = _run(train(cells_data, _config(steps=2, lr=1e-12), net=path))
+    assert second.metadata["training"]["from"] == "first.safetensors"
+    assert second.metadata["training"]["from_steps"] == 3
+    # with a vanishing learning rate, the fine-tuned weights stay those of the file
+    for a, b in zip(start.state_dict().values(), second.net.state_dict().values(), strict=True):
+        assert torch.allclose(a, b.cpu(), atol=1e-6)
+
+
+def test_same_seed_same_run_and_sgd_works(cells_data):
+    def losses(**changes):
+        torch.manual_seed(123)
+        events, _ = _run(train(cells_data, _config(**changes), net=UNet(**TINY)))
+        return [e.loss for e in events if isinstance(e, Step)]
+
+    assert losses() == losses()
+    sgd = losses(optimizer="sgd", lr=1e-3, augment=None)
+    assert all(np.isfinite(sgd))
+
+
+def test_time_budget_stops_early_and_validates_the_last_weights(cells_data):
+    events, result = _run(
+        train(
+            cells_data,
+            _config(steps=10_000, max_minutes=0.02, validate_every=10_000),
+            UNet(**TINY),
+        )
+    )
+    assert result.stopped_early and 1 <= result.steps_done < 10_000
+    validations = [e.step for e in events if isinstance(e, Validation)]
+    assert validations[0] == 1 and validations[-1] == result.steps_done
+
+
+def test_a_new_model_follows_the_preset_and_the_data(cells_data):
+    two_channel = TrainingData.from_arrays(
+        np.stack([cells_data.images[0, 0]] * 2, axis=-1), cells_data.labels[0], channels=2
+    )
+    events, result = _run(
+        train(two_channel, _config(steps=1, augment=AugmentConfig.off(), preset="light"))
+    )
+    assert result.net.config["in_channels"] == 2
+    assert result.net.config["base_channels"] == 16
+
+
+def test_bad_settings_and_mismatched_models_give_clear_errors(cells_data):
+    with pytest.raises(InputError, match="optimizer"):
+        next(train(cells_data, _config(optimizer="rmsprop"), net=UNet(**TINY)))
+    with pytest.raises(InputError, match="2 input channel"):
+        next(train(cells_data, _config(), net=UNet(in_channels=2, **TINY)))
+    with pytest.raises(InputError, match="3 classes"):
+        next(train(cells_data, _config(), net=UNet(n_classes=3, **TINY)))
+    with pytest.raises(InputError, match="no such model file"):
+        next(train(cells_data, _config(), net="missing.safetensors"))
+    with pytest.raises(InputError, match="steps must be at least 1"):
+        next(train(cells_data, _config(steps=0), net=UNet(**TINY)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_in_bf16_channels_last(cells_data):
+    events, result = _run(train(cells_data, _config(device="cuda", steps=4), net=UNet(**TINY)))
+    assert all(np.isfinite(e.loss) for e in events if isinstance(e, Step))
+    assert result.metadata["training"]["device"].startswith("cuda")
