@@ -206,3 +206,65 @@ def test_cuda_training_in_bf16_channels_last(cells_data):
     events, result = _run(train(cells_data, _config(device="cuda", steps=4), net=UNet(**TINY)))
     assert all(np.isfinite(e.loss) for e in events if isinstance(e, Step))
     assert result.metadata["training"]["device"].startswith("cuda")
+
+
+# --- command line ------------------------------------------------------------------
+
+
+def _write_cells(tmp_path, shape=(128, 128)):
+    from napari_unet.core import io
+
+    image, labels = touching_cells(shape, seed=5)
+    return io.write(tmp_path / "image.tif", image), io.write(tmp_path / "labels.tif", labels)
+
+
+def test_cli_train_writes_a_model_that_loads(tmp_path, capsys):
+    from napari_unet._cli import main
+
+    image, labels = _write_cells(tmp_path)
+    out = tmp_path / "model.safetensors"
+    args = [str(image), str(labels), "-o", str(out), "--steps", "3", "--tile-size", "96"]
+    assert main(["train", *args, "--device", "cpu", "--validate-every", "2"]) == 0
+    net, meta = checkpoint.load(out)
+    assert meta["training"]["steps_done"] == 3
+    assert meta["architecture"]["base_channels"] == 16  # the light preset on CPU
+    assert meta["validation"]["step"] in (1, 2, 3)
+    assert "saved" in capsys.readouterr().err
+    # fine-tune it again from the file
+    again = tmp_path / "again.safetensors"
+    assert main(["train", str(image), str(labels), "-o", str(again), "--steps", "1",
+                 "--tile-size", "96", "--from", str(out)]) == 0  # fmt: skip
+    assert checkpoint.load(again)[1]["training"]["from"] == "model.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("float_labels", "labels must be an integer image"),
+        ("empty_labels", "nothing is annotated"),
+        ("wrong_shape", "has shape"),
+        ("bad_suffix", "ends in .safetensors"),
+        ("no_such_model", "no such model file"),
+    ],
+)
+def test_cli_train_bad_input_exits_2_with_one_line(tmp_path, capsys, change, message):
+    from napari_unet._cli import main
+    from napari_unet.core import io
+
+    image, labels = _write_cells(tmp_path, (64, 64))
+    out, extra = tmp_path / "m.safetensors", []
+    if change == "float_labels":
+        io.write(labels, io.read(labels).astype(np.float32))
+    elif change == "empty_labels":
+        io.write(labels, np.zeros((64, 64), np.uint16))
+    elif change == "wrong_shape":
+        io.write(labels, np.ones((64, 32), np.uint16))
+    elif change == "bad_suffix":
+        out = tmp_path / "m.tif"
+    else:
+        extra = ["--from", str(tmp_path / "missing.safetensors")]
+    code = main(["train", str(image), str(labels), "-o", str(out), "--steps", "1", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("napari-unet train: error:") and message in err[0]
+    assert not (tmp_path / "m.safetensors").exists()

@@ -177,6 +177,92 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="image (tif, png, npy): 2D or a (Z, Y, X) stack")
+    p.add_argument("labels", help="instance labels of the same shape; all-zero slices are ignored")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default: by model preset)")
+    p.add_argument("--max-minutes", type=float, help="stop early, keep the best (CPU: 9)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--from", dest="start", metavar="MODEL", help="fine-tune this model file")
+    p.add_argument("--preset", choices=("light", "paper"), help="new model (CUDA: paper)")
+    p.add_argument("--tile-size", type=int, help="input tile edge, pixels (rounded to valid)")
+    p.add_argument("--batch-size", type=int, help="tiles per step")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 AdamW, 1e-2 SGD)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: paper")
+    p.add_argument("--validate-every", type=int, help="steps between validations")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+
+
+CPU_MAX_MINUTES = 9.0  # the default CPU run must end within 10 minutes, saving included
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from napari_unet.core import checkpoint, io, train
+    from napari_unet.core.augment import AugmentConfig
+    from napari_unet.core.data import TrainingData
+    from napari_unet.core.device import resolve_device
+    from napari_unet.core.model import default_preset
+
+    output = Path(args.output)
+    if output.suffix != ".safetensors":
+        raise io.InputError(f"{output}: a model file ends in .safetensors")
+    device = resolve_device(args.device)
+    if args.start:
+        checkpoint.read_metadata(args.start)  # a bad model file fails before any progress bar
+    image, labels = io.read(args.image), io.as_labels(io.read(args.labels), name=args.labels)
+    io.check_same_shape(image.shape, labels.shape, image=args.image, labels=args.labels)
+    data = TrainingData.from_arrays(image, labels)
+    max_minutes = args.max_minutes
+    if max_minutes is None and device.type != "cuda":
+        max_minutes = CPU_MAX_MINUTES
+    config = train.TrainConfig(
+        steps=args.steps,
+        preset=args.preset or default_preset(device),
+        tile_size=args.tile_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        validate_every=args.validate_every,
+        max_minutes=max_minutes,
+        device=str(device),
+        seed=args.seed,
+        augment=None if args.no_augment else AugmentConfig(),
+        compile=args.compile,
+    )
+    result = train.TrainResult()
+    events = train.train(data, config, net=args.start, result=result)
+    postfix: dict[str, str] = {}
+
+    def on_event(event, bar) -> None:
+        if isinstance(event, train.Step):
+            bar.total = event.total
+            bar.update(1)
+            postfix.update(loss=f"{event.loss:.3f}", lr=f"{event.lr:.1e}")
+        elif isinstance(event, train.Validation):
+            postfix["IoU"] = f"{event.iou:.3f}"
+        bar.set_postfix(postfix, refresh=False)
+
+    try:
+        drive(events, config.steps, "train", on_event)
+    except KeyboardInterrupt:
+        events.close()  # keeps the best model so far
+        if result.best_state is None:
+            raise
+    result.save(output)
+    iou = "" if result.best_iou is None else f", validation IoU {result.best_iou:.3f}"
+    stop = " (stopped early)" if result.stopped_early else ""
+    print(
+        f"saved {output}: best at step {result.best_step} of {result.steps_done}{stop}{iou}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 # (name, help, add_arguments, run), in the order `napari-unet --help` lists them.
 COMMANDS: list[
     tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -184,6 +270,7 @@ COMMANDS: list[
     ("weights", "loss weight map of instance labels (paper eq. 2)", _add_weights, _cmd_weights),
     ("evaluate", "score predicted labels against ground truth", _add_evaluate, _cmd_evaluate),
     ("predict", "labels of an image or stack, tile by tile", _add_predict, _cmd_predict),
+    ("train", "train or fine-tune a U-Net on (sparse) labels", _add_train, _cmd_train),
 ]
 
 
