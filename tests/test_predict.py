@@ -201,3 +201,18 @@ def test_cli_missing_model_exits_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope.safetensors" in err
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_cli_split_merged_separates_two_fused_disks(tmp_path):
+    from napari_unet._cli import main
+    from napari_unet.core import io
+
+    yy, xx = np.mgrid[:40, :60]
+    disks = ((yy - 20) ** 2 + (xx - 18) ** 2 < 121) | ((yy - 20) ** 2 + (xx - 36) ** 2 < 121)
+    io.write(tmp_path / "fused.tif", np.where(disks, 900, 100).astype(np.uint16))
+    model = checkpoint.save(tmp_path / "model.safetensors", threshold_unet(), METADATA)
+    base = [str(model), str(tmp_path / "fused.tif"), "--device", "cpu", "-o"]
+    assert main(["predict", *base, str(tmp_path / "one.tif")]) == 0
+    assert main(["predict", *base, str(tmp_path / "two.tif"), "--split-merged"]) == 0
+    assert io.read(tmp_path / "one.tif").max() == 1
+    assert io.read(tmp_path / "two.tif").max() == 2

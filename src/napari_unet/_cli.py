@@ -143,6 +143,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
+    p.add_argument("--split-merged", action="store_true", help="watershed-split merged cells")
     p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
 
@@ -159,6 +160,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         threshold=args.threshold,
         min_size_px=args.min_size,
+        split_merged=args.split_merged,
     )
     events = predict.predict_image(
         net, metadata, image, config, keep_foreground=bool(args.probabilities), name=args.image

@@ -98,6 +98,11 @@ class PredictDock(QWidget):
         self.min_size.setRange(0, 100_000)
         self.min_size.setValue(postprocess.MIN_SIZE_PX)
         self.min_size.setSuffix(" px")
+        self.split_merged = QCheckBox("Split merged cells (distance watershed)")
+        self.split_merged.setToolTip(
+            "Helps when the model's gaps between touching cells are faint; can split "
+            "elongated cells"
+        )
         self.show_foreground = QCheckBox("Also show the cell probability")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
@@ -122,6 +127,7 @@ class PredictDock(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.tta)
+        layout.addWidget(self.split_merged)
         layout.addWidget(self.show_foreground)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
@@ -195,6 +201,7 @@ class PredictDock(QWidget):
             tta=self.tta.isChecked(),
             threshold=self.threshold.value(),
             min_size_px=self.min_size.value(),
+            split_merged=self.split_merged.isChecked(),
         )
 
     def run(self) -> None:
