@@ -121,9 +121,9 @@ def tile_memory_bytes(net: Any, tile_in: int) -> int:
     return ACTIVATION_BYTES_PER_PX_PER_CHANNEL * base * tile_in * tile_in
 
 
-def auto_tile_and_batch(net: Any, device: Any, n_tiles_hint: int | None = None) -> tuple[int, int]:
+def auto_tile_and_batch(net: Any, device: Any) -> tuple[int, int]:
     """Largest tile of `AUTO_TILE_SIZES_PX` that fits the device's free memory, then the
-    batch that fills the rest (at most ``n_tiles_hint`` and `MAX_AUTO_BATCH`)."""
+    batch that fills the rest (at most `MAX_AUTO_BATCH`; 2 on a CPU)."""
     from napari_unet.core.device import free_memory_bytes
 
     budget = free_memory_bytes(device) * MEMORY_SHARE.get(device.type, 0.25)
@@ -135,7 +135,7 @@ def auto_tile_and_batch(net: Any, device: Any, n_tiles_hint: int | None = None) 
     batch = int(budget // tile_memory_bytes(net, tile_in))
     if device.type == "cpu":
         batch = min(batch, 2)  # CPU throughput does not grow with the batch
-    batch = max(1, min(batch, MAX_AUTO_BATCH, n_tiles_hint or MAX_AUTO_BATCH))
+    batch = max(1, min(batch, MAX_AUTO_BATCH))
     return tile_in, batch
 
 
