@@ -350,3 +350,19 @@ def test_cli_shape_mismatch_exits_2_with_one_line(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "pred.npy"), str(tmp_path / "gt.npy")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("napari-unet evaluate: error:") and "(8, 9)" in err[-1]
+
+
+def test_touching_pairs_separated_counts_merges_and_misses():
+    from napari_unet.core.metrics import touching_pairs_separated
+
+    gt = np.zeros((10, 20), np.uint8)
+    gt[1:5, 1:5], gt[1:5, 5:9] = 1, 2  # touching pair A
+    gt[6:9, 1:5], gt[6:9, 5:9] = 3, 4  # touching pair B
+    gt[1:5, 12:16], gt[1:5, 16:19] = 5, 6  # touching pair C
+    pred = gt.copy()
+    pred[pred == 4] = 3  # pair B merged
+    pred[pred == 6] = 0  # cell 6 missed: pair C not separated
+    assert touching_pairs_separated(gt, pred) == (1, 3)
+    assert touching_pairs_separated(gt, gt) == (3, 3)
+    stack = np.stack([gt, np.zeros_like(gt)])
+    assert touching_pairs_separated(stack, np.stack([pred, pred])) == (1, 3)

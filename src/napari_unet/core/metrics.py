@@ -150,6 +150,37 @@ def iou_score(gt: np.ndarray, pred: np.ndarray) -> float:
     return _ratio(np.count_nonzero(a & b), np.count_nonzero(a | b), 1.0)
 
 
+def touching_pairs_separated(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
+    """(separated, total) touching ground-truth pairs, per 2D slice.
+
+    A pair of touching cells (8-connected, see ``synthetic.touching_pairs``) is separated
+    when both cells are matched (IoU >= 0.5, one-to-one) to two different predicted
+    objects: a merged pair, or a missed cell, leaves it unseparated. The paper's point is
+    exactly this: the gaps let touching cells come out as separate instances.
+    """
+    from napari_unet.core.synthetic import touching_pairs
+
+    gt, pred = _check_pair(gt, pred)
+    planes = (
+        [(gt, pred)]
+        if gt.ndim == 2
+        else list(
+            zip(gt.reshape(-1, *gt.shape[-2:]), pred.reshape(-1, *pred.shape[-2:]), strict=True)
+        )
+    )
+    separated = total = 0
+    for g, p in planes:
+        pairs = touching_pairs(g)
+        if not pairs:
+            continue
+        m = match(g, p)
+        chosen = m.matched(MATCH_THRESHOLD)
+        matched_ids = set(m.gt_ids[m.pair_gt[chosen]].tolist())
+        total += len(pairs)
+        separated += sum(a in matched_ids and b in matched_ids for a, b in pairs)
+    return separated, total
+
+
 def split_merge(m: Matching) -> tuple[np.ndarray, np.ndarray]:
     """Split ground-truth objects and merging predicted objects, as index arrays.
 
