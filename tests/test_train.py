@@ -268,3 +268,15 @@ def test_cli_train_bad_input_exits_2_with_one_line(tmp_path, capsys, change, mes
     assert code == 2
     assert len(err) == 1 and err[0].startswith("napari-unet train: error:") and message in err[0]
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_out_of_memory_fallback_halves_the_batch_then_shrinks_the_tile(cells_data):
+    from napari_unet.core.train import _Tiles
+
+    tiles = _Tiles(cells_data, UNet(**TINY), tile_size=172, batch_size=4, seed=0)
+    sizes = [(tiles.batch_size, tiles.sampler.in_size)]
+    while tiles.shrink():
+        sizes.append((tiles.batch_size, tiles.sampler.in_size))
+    assert sizes[:3] == [(4, 172), (2, 172), (1, 172)]
+    assert [s for _, s in sizes[2:]] == sorted({s for _, s in sizes[2:]}, reverse=True)
+    assert sizes[-1] == (1, 44)  # the smallest valid tile of a depth-3 U-Net

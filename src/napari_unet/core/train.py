@@ -26,7 +26,7 @@ from napari_unet.core.augment import AugmentConfig, augment
 from napari_unet.core.data import TileSampler, TrainingData, ValidationRegion
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
 from napari_unet.core.io import InputError
-from napari_unet.core.model import PRESETS, UNet
+from napari_unet.core.model import PRESETS, UNet, default_preset
 
 # Ronneberger et al. 2015, section 3: SGD with momentum 0.99 (many earlier samples
 # steer each update), batch 1 of large tiles.
@@ -75,7 +75,7 @@ class TrainConfig:
     """Training settings; ``None`` means the preset's default (see `PRESET_TRAINING`)."""
 
     steps: int | None = None
-    preset: str = "light"  # model size for a new model (ignored when a net is given)
+    preset: str | None = None  # new model size; None: by device (ignored when a net is given)
     tile_size: int | None = None  # input tile side in pixels, rounded to a valid size
     batch_size: int | None = None
     lr: float | None = None
@@ -299,6 +299,63 @@ def _optimizer(net: UNet, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+class _Tiles:
+    """The tile sampler and batch size, which shrink when the GPU runs out of memory."""
+
+    def __init__(
+        self, data: TrainingData, net: UNet, tile_size: int, batch_size: int, seed: int | None
+    ) -> None:
+        self.data, self.net, self.seed = data, net, seed
+        self.batch_size = batch_size
+        self.sampler = self._sampler(tile_size)
+
+    def _sampler(self, tile_size: int) -> TileSampler:
+        in_size, out_size = _tile_sizes(self.net, tile_size)
+        return TileSampler(self.data, in_size, out_size, seed=self.seed)
+
+    def shrink(self) -> bool:
+        """Halve the batch, else make the tile ~3/4 as large; False when nothing is left."""
+        if self.batch_size > 1:
+            self.batch_size //= 2
+            return True
+        smaller = self.net.nearest_input_size(int(self.sampler.in_size * 0.75))
+        if smaller >= self.sampler.in_size:
+            return False
+        self.sampler = self._sampler(smaller)
+        return True
+
+
+MAX_OUT_OF_MEMORY_RETRIES = 6
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def _optimise(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tiles: _Tiles,
+    augment_config: AugmentConfig | None,
+    generator: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """One step: sample, augment (on ``device``), forward, weighted loss, backward, update."""
+    images, targets, weights = (
+        torch.from_numpy(a).to(device, non_blocking=True)
+        for a in tiles.sampler.sample(tiles.batch_size)
+    )
+    if augment_config is not None:
+        images, targets, weights = augment(images, targets, weights, augment_config, generator)
+    ctx, out = tiles.sampler.context, tiles.sampler.out_size
+    crop = (slice(None), slice(ctx, ctx + out), slice(ctx, ctx + out))
+    images = images.contiguous(memory_format=memory_format(device))
+    with autocast(device):
+        logits = model(images)
+    loss = weighted_cross_entropy(logits, targets[crop], weights[crop])
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train(
     data: TrainingData,
     config: TrainConfig | None = None,
@@ -312,18 +369,19 @@ def train(
     ``net`` holds the best weights by validation IoU (the last ones without hold-out).
     """
     result = result if result is not None else TrainResult()
-    net, parent = _initial_net(net, data, config or TrainConfig())
-    cfg = (config or TrainConfig()).resolved(_preset_of(net))
-    device = resolve_device(cfg.device)
+    config = config or TrainConfig()
+    device = resolve_device(config.device)
+    if config.preset is None:
+        config = replace(config, preset=default_preset(device))
+    net, parent = _initial_net(net, data, config)
+    cfg = config.resolved(_preset_of(net))
     if device.type == "cpu":
         use_all_cpu_cores()
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
-    in_size, out_size = _tile_sizes(net, cfg.tile_size)
-    sampler = TileSampler(data, in_size, out_size, seed=cfg.seed)
-    ctx = sampler.context
+    tiles = _Tiles(data, net, cfg.tile_size, cfg.batch_size, cfg.seed)
     net = net.to(device, memory_format=memory_format(device)).train()
     model = torch.compile(net) if cfg.compile and device.type == "cuda" else net
     optimizer = _optimizer(net, cfg)
@@ -358,8 +416,8 @@ def train(
                 "optimizer": cfg.optimizer,
                 "lr": cfg.lr,
                 "weight_decay": cfg.weight_decay,
-                "batch_size": cfg.batch_size,
-                "tile_size": [in_size, out_size],
+                "batch_size": tiles.batch_size,
+                "tile_size": [tiles.sampler.in_size, tiles.sampler.out_size],
                 "augment": asdict(cfg.augment) if cfg.augment else None,
                 "seed": cfg.seed,
                 "device": str(device),
@@ -410,28 +468,25 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             t0 = time.perf_counter()
-            images, targets, weights = (
-                torch.from_numpy(a).to(device, non_blocking=True)
-                for a in sampler.sample(cfg.batch_size)
-            )
-            if cfg.augment is not None:
-                images, targets, weights = augment(
-                    images, targets, weights, cfg.augment, generator
+            for _attempt in range(MAX_OUT_OF_MEMORY_RETRIES + 1):
+                try:
+                    loss = _optimise(model, optimizer, tiles, cfg.augment, generator, device)
+                    break
+                except _OUT_OF_MEMORY:
+                    if device.type != "cuda" or not tiles.shrink():
+                        raise
+                    optimizer.zero_grad(set_to_none=True)
+                    torch.cuda.empty_cache()
+            else:
+                raise InputError(
+                    "Out of GPU memory even with the smallest tiles; use --device cpu"
                 )
-            crop = (slice(None), slice(ctx, ctx + out_size), slice(ctx, ctx + out_size))
-            images = images.contiguous(memory_format=memory_format(device))
-            with autocast(device):
-                logits = model(images)
-            loss = weighted_cross_entropy(logits, targets[crop], weights[crop])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise InputError(
                     f"Training diverged at step {step} (loss {loss_value}); lower the learning rate"
                 )
-            rate = cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+            rate = tiles.batch_size / max(time.perf_counter() - t0, 1e-9)
             tile_rate = rate if step == 1 else 0.9 * tile_rate + 0.1 * rate
             result.steps_done = step
             history.append([step, round(loss_value, 5)])
