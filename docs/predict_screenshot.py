@@ -19,7 +19,7 @@ from napari_unet._sample_data import cells_2d
 from napari_unet.core import checkpoint
 from napari_unet.core.metrics import average_precision
 from napari_unet.models import starter_model_path
-from napari_unet.widgets.predict import FILE, PredictDock
+from napari_unet.widgets.predict import FILE, STARTER, PredictDock
 
 OUT = Path(__file__).with_name("images") / "predict.png"
 
@@ -43,7 +43,14 @@ def model_file() -> Path:
     return checkpoint.save(path, result.net, result.metadata)
 
 
-def main() -> None:
+def _shrink(path: Path) -> None:
+    """Keep the README picture small: 256-colour palette PNG."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+
+
+def main() -> int:
     path = model_file()
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1500, 800)
@@ -53,8 +60,11 @@ def main() -> None:
     dock = PredictDock(viewer)
     viewer.window.add_dock_widget(dock, name="Predict", area="right")
     dock.image_combo.setCurrentText(layer.name)
-    dock.model_combo.setCurrentText(FILE)
-    dock.model_path.setText(str(path))
+    if path == starter_model_path():
+        dock.model_combo.setCurrentText(STARTER)
+    else:
+        dock.model_combo.setCurrentText(FILE)
+        dock.model_path.setText(str(path))
     dock.run_button.click()
     app = QApplication.instance()
     while dock.worker is not None or not dock.run_button.isEnabled():
@@ -68,10 +78,12 @@ def main() -> None:
     viewer.grid.stride = 2
     viewer.grid.shape = (1, 2)
     viewer.reset_view()
+    viewer.camera.zoom *= 1.3
     for _ in range(20):
         app.processEvents()
     OUT.parent.mkdir(exist_ok=True)
     viewer.screenshot(str(OUT), canvas_only=False)
+    _shrink(OUT)
     viewer.close()
     return 0
 
