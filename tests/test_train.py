@@ -178,14 +178,18 @@ def test_time_budget_stops_early_and_validates_the_last_weights(cells_data):
 
 
 def test_a_new_model_follows_the_preset_and_the_data(cells_data):
-    two_channel = TrainingData.from_arrays(
-        np.stack([cells_data.images[0, 0]] * 2, axis=-1), cells_data.labels[0], channels=2
+    two_channel_three_classes = TrainingData.from_arrays(
+        np.stack([cells_data.images[0, 0]] * 2, axis=-1),
+        cells_data.labels[0],
+        channels=2,
+        n_classes=3,
     )
-    events, result = _run(
-        train(two_channel, _config(steps=1, augment=AugmentConfig.off(), preset="light"))
-    )
+    config = _config(steps=1, augment=AugmentConfig.off(), preset="light")
+    _, result = _run(train(two_channel_three_classes, config))
     assert result.net.config["in_channels"] == 2
+    assert result.net.config["n_classes"] == 3
     assert result.net.config["base_channels"] == 16
+    assert result.metadata["classes"] == ["background", "cell", "border"]
 
 
 def test_bad_settings_and_mismatched_models_give_clear_errors(cells_data):

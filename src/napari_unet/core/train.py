@@ -87,7 +87,6 @@ class TrainConfig:
     seed: int | None = 0
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: off
     compile: bool = False  # torch.compile on CUDA (slow first steps, faster after)
-    n_classes: int = 2
 
     def resolved(self, preset: str) -> TrainConfig:
         """A copy with every ``None`` default filled in from the preset's defaults."""
@@ -178,7 +177,7 @@ def _initial_net(
             )
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
-        net = UNet(in_channels=data.in_channels, n_classes=cfg.n_classes, **PRESETS[cfg.preset])
+        net = UNet(in_channels=data.in_channels, n_classes=data.n_classes, **PRESETS[cfg.preset])
     net = getattr(net, "_orig_mod", net)
     if net.in_channels != data.in_channels:
         raise InputError(
