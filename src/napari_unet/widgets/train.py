@@ -1,0 +1,536 @@
+"""Train dock: fine-tune a U-Net on the annotated cells and watch it learn.
+
+The dock gathers layers and settings and runs `core.train.train` in a worker thread
+(the targets and weight maps are built there too). Its events drive a progress bar, a
+live plot of the losses and the validation IoU, a status line and a preview layer of
+the held-out region. The best model is published to the session for the Predict dock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_unet.core.annotations import Box, boxes_from_rectangles
+from napari_unet.core.io import InputError, check_same_shape
+from napari_unet.widgets import _session
+from napari_unet.widgets._common import layer_choices, report_error, set_layer, start_job
+
+MODELS = {  # model choice shown -> what training starts from
+    "new light model": "light",
+    "new paper-size model": "paper",
+    "starter model": "starter",
+    "model file": "file",
+}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+NO_REGIONS = "(none: whole annotated slices)"
+PREVIEW_SUFFIX = " U-Net preview"
+REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Preparing:
+    """The training data (targets, weight maps, hold-out) is being built."""
+
+    n_slices: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Training ended (or was stopped): a CPU copy of the best net and its metadata."""
+
+    net: Any  # UNet in eval mode
+    metadata: dict
+    steps_done: int
+    best_step: int
+    best_iou: float | None
+    stopped: bool
+
+
+def training_job(
+    image: np.ndarray,
+    labels: np.ndarray,
+    boxes: list[Box] | None,
+    settings: dict[str, Any],
+    start_from: Any,
+    stop: threading.Event,
+) -> Generator[Any, None, Finished | None]:
+    """Build the training data, then train; ``stop`` ends it after the current step.
+
+    ``start_from``: None (new model of ``settings["preset"]``), a model file, or a UNet
+    (copied, so a model published to the session is never changed in place).
+    """
+    import copy
+
+    from napari_unet.core.data import TrainingData
+    from napari_unet.core.train import TrainConfig, TrainResult, train
+
+    yield Preparing(n_slices=1 if labels.ndim == 2 else int(labels.shape[0]))
+    config = TrainConfig(**settings)
+    config.check()
+    data = TrainingData.from_arrays(image, labels, regions=boxes)
+    if stop.is_set():
+        return None
+    if start_from is not None and not isinstance(start_from, str | Path):
+        start_from = copy.deepcopy(start_from)
+    result = TrainResult()
+    job = train(data, config, net=start_from, result=result)
+    for event in job:
+        yield event
+        if stop.is_set():
+            job.close()  # the core keeps the best model so far
+            break
+    if result.best_state is None:
+        return None
+    return Finished(
+        net=result.best_net(),
+        metadata={"architecture": dict(result.config), **result.metadata},
+        steps_done=result.steps_done,
+        best_step=result.best_step,
+        best_iou=result.best_iou,
+        stopped=stop.is_set() or result.stopped_early,
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
+    """A spin box where 0 reads "auto" (the preset's default, see `TrainConfig`)."""
+    box = QSpinBox()
+    box.setRange(0, maximum)
+    box.setSingleStep(step)
+    box.setSpecialValueText(AUTO)
+    box.setValue(0)
+    box.setToolTip(tip)
+    return box
+
+
+def _layer_named(viewer, name: str):
+    return next((layer for layer in viewer.layers if layer.name == name), None)
+
+
+class TrainDock(QWidget):
+    """Pick image, labels and regions; Start, watch the plot and preview; Save the model."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_combo = QComboBox()
+        self.labels_combo = QComboBox()
+        self.regions_combo = QComboBox()
+        self.regions_combo.setToolTip("Rectangles drawn in the Annotate dock: train inside them")
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(list(MODELS))
+        self.model_combo.setToolTip(
+            "light: fast on a CPU; paper-size: the 2015 U-Net, for a GPU; starter: light, "
+            "pre-trained on synthetic cells; model file: continue from a saved model"
+        )
+        self.model_file = QLineEdit()
+        self.model_file.setPlaceholderText("model.safetensors")
+        self.browse_button = QPushButton("Browse…")
+        self.steps = _auto_spin(1_000_000, 100, "Optimiser steps (auto: by model size)")
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(0.0, 1.0)
+        self.learning_rate.setSingleStep(1e-4)
+        self.learning_rate.setSpecialValueText(AUTO)
+        self.learning_rate.setToolTip("Peak learning rate (auto: the optimiser's default)")
+        self.tile_size = _auto_spin(2048, 4, "Input tile side in pixels (rounded to a valid size)")
+        self.batch_size = _auto_spin(256, 1, "Tiles per optimiser step")
+        self.validate_every = _auto_spin(
+            100_000, 10, "Validate and refresh the preview every this many steps"
+        )
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICES))
+        self.start_button = QPushButton("Start")
+        self.stop_button = QPushButton("Stop")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Train the model trained so far for more steps")
+        self.save_button = QPushButton("Save…")
+        self.status = QLabel("Annotate a few cells, then press Start.")
+        self.status.setWordWrap(True)
+        self.figure, self.canvas, self.lines = self._make_plot()
+
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.model_file)
+        file_row.addWidget(self.browse_button)
+        form = QFormLayout()
+        form.addRow("Image", self.image_combo)
+        form.addRow("Labels", self.labels_combo)
+        form.addRow("Regions", self.regions_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("Model file", file_row)
+        form.addRow("Steps", self.steps)
+        form.addRow("Learning rate", self.learning_rate)
+        form.addRow("Tile size (px)", self.tile_size)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Validate every", self.validate_every)
+        form.addRow("Device", self.device)
+        buttons = QHBoxLayout()
+        for button in (self.start_button, self.stop_button, self.resume_button, self.save_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.canvas)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self._worker = None
+        self._stop = threading.Event()
+        self._image_layer = None  # the image of the running training (preview placement)
+        self._pbar = None
+        self._finished: Finished | None = None  # the latest trained model
+        self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
+        self._best_iou: float | None = None
+        self._best_step = 0
+        self._step_text = ""
+        self._history: dict[str, list[list[float]]] = {"loss": [], "val_loss": [], "iou": []}
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(REDRAW_MS)
+        self._redraw_timer.timeout.connect(self._redraw)
+
+        self.start_button.clicked.connect(lambda: self.start(resume=False))
+        self.resume_button.clicked.connect(lambda: self.start(resume=True))
+        self.stop_button.clicked.connect(self.stop)
+        self.save_button.clicked.connect(self._ask_save)
+        self.browse_button.clicked.connect(self._browse)
+        self.model_combo.currentTextChanged.connect(self._on_model_choice)
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self._refresh_choices()
+        self._on_model_choice(self.model_combo.currentText())
+        self._set_running(False)
+        self._probe_gpu()
+
+    # --- controls ---------------------------------------------------------------------
+
+    def _make_plot(self):
+        try:
+            from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+            from matplotlib.figure import Figure
+        except ImportError:  # matplotlib is optional: the status line still shows numbers
+            return None, QLabel("Install matplotlib to see the training curves."), {}
+        figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        canvas = FigureCanvasQTAgg(figure)
+        canvas.setMinimumHeight(200)
+        loss_axes = figure.add_subplot(1, 1, 1)
+        loss_axes.set_xlabel("step")
+        loss_axes.set_ylabel("loss")
+        iou_axes = loss_axes.twinx()
+        iou_axes.set_ylabel("validation IoU")
+        iou_axes.set_ylim(0.0, 1.0)
+        lines = {
+            "loss": loss_axes.plot([], [], color="tab:blue", lw=0.8, label="training loss")[0],
+            "val_loss": loss_axes.plot(
+                [], [], color="tab:orange", marker="o", ms=3, label="validation loss"
+            )[0],
+            "iou": iou_axes.plot(
+                [], [], color="tab:green", marker="s", ms=3, label="validation IoU"
+            )[0],
+        }
+        loss_axes.legend(handles=list(lines.values()), loc="center right", fontsize="small")
+        return figure, canvas, lines
+
+    def _probe_gpu(self) -> None:
+        """Default to the paper-size model when a CUDA GPU exists (torch loads off-thread)."""
+        worker = thread_worker(_cuda_available, start_thread=False)()
+        worker.returned.connect(self._on_gpu_probe)
+        worker.start()
+        self._probe = worker
+
+    def _on_gpu_probe(self, has_cuda: bool) -> None:
+        untouched = self.model_combo.currentText() == "new light model"
+        if has_cuda and untouched and self._worker is None:
+            self.model_combo.setCurrentText("new paper-size model")
+
+    def _refresh_choices(self, event=None) -> None:
+        images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
+        self._fill(self.image_combo, images)
+        self._fill(self.labels_combo, layer_choices(self.viewer, "labels"))
+        shapes = layer_choices(self.viewer, "shapes")
+        from napari_unet.widgets.annotate import REGIONS_LAYER
+
+        previous = self.regions_combo.currentText()
+        self._fill(self.regions_combo, [NO_REGIONS, *shapes])
+        if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
+            self.regions_combo.setCurrentText(REGIONS_LAYER)
+
+    @staticmethod
+    def _fill(combo: QComboBox, names: list[str]) -> None:
+        current = combo.currentText()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(names)
+        if current in names:
+            combo.setCurrentText(current)
+        combo.blockSignals(False)
+
+    def _on_model_choice(self, text: str) -> None:
+        from_file = MODELS.get(text) == "file"
+        self.model_file.setEnabled(from_file)
+        self.browse_button.setEnabled(from_file)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Model to start from", "", "napari-unet model (*.safetensors)"
+        )
+        if path:
+            self.model_file.setText(path)
+
+    def _settings(self, preset: str) -> dict[str, Any]:
+        """`TrainConfig` keyword arguments from the controls (0 = auto = None)."""
+        return {
+            "steps": self.steps.value() or None,
+            "preset": preset,
+            "lr": self.learning_rate.value() or None,
+            "tile_size": self.tile_size.value() or None,
+            "batch_size": self.batch_size.value() or None,
+            "validate_every": self.validate_every.value() or None,
+            "device": self.device.currentText(),
+        }
+
+    def _start_from(self) -> tuple[str, Any]:
+        """(preset for a new model, what to start from: None, a model file)."""
+        choice = MODELS[self.model_combo.currentText()]
+        if choice in ("light", "paper"):
+            return choice, None
+        if choice == "starter":
+            from napari_unet.models import starter_model_path
+
+            path = starter_model_path()
+            if not path.is_file():
+                raise InputError(f"The starter model is missing from this install ({path})")
+            return "light", str(path)
+        text = self.model_file.text().strip()
+        if not text:
+            raise InputError("Model file: choose a .safetensors model to start from")
+        if not Path(text).is_file():
+            raise InputError(f"Model file {text!r} does not exist")
+        return "light", text
+
+    # --- running ----------------------------------------------------------------------
+
+    def start(self, resume: bool = False) -> None:
+        """Start training (or, with ``resume``, continue the latest model) in a worker."""
+        if self._worker is not None:
+            return
+        try:
+            job_args = self._job_arguments(resume)
+        except InputError as exc:
+            report_error(exc)
+            return
+        if not resume:
+            self._offset = 0
+            self._best_iou, self._best_step = None, 0
+            for values in self._history.values():
+                values.clear()
+        self._stop = threading.Event()
+        self._set_running(True)
+        self.status.setText("Preparing the training data (targets and weight maps)…")
+        self._worker = start_job(
+            training_job,
+            *job_args,
+            self._stop,
+            on_yield=self._on_event,
+            on_return=self._on_return,
+            on_finish=self._on_finish,
+        )
+
+    def _job_arguments(self, resume: bool) -> tuple:
+        image_layer = _layer_named(self.viewer, self.image_combo.currentText())
+        labels_layer = _layer_named(self.viewer, self.labels_combo.currentText())
+        if image_layer is None:
+            raise InputError("Image: open an image to train on")
+        if labels_layer is None:
+            raise InputError("Labels: create a labels layer and paint a few cells first")
+        if getattr(image_layer, "rgb", False):
+            raise InputError(f"Image {image_layer.name!r} is RGB; the U-Net wants one channel")
+        check_same_shape(
+            image_layer.data.shape,
+            labels_layer.data.shape,
+            image=image_layer.name,
+            labels=labels_layer.name,
+        )
+        labels = np.array(labels_layer.data)  # a copy: painting may go on while training
+        regions = _layer_named(self.viewer, self.regions_combo.currentText())
+        boxes = None
+        if regions is not None and self.regions_combo.currentText() != NO_REGIONS:
+            rectangles = [
+                data
+                for data, kind in zip(regions.data, regions.shape_type, strict=True)
+                if kind == "rectangle"
+            ]
+            boxes = boxes_from_rectangles(rectangles, labels.shape) or None
+        if resume:
+            if self._finished is None:
+                raise InputError("Resume: train a model first (Start)")
+            preset, start_from = "light", self._finished.net
+            self._offset += self._finished.steps_done
+        else:
+            preset, start_from = self._start_from()
+        self._image_layer = image_layer
+        image = np.asarray(image_layer.data)
+        return image, labels, boxes, self._settings(preset), start_from
+
+    def stop(self) -> None:
+        """Stop after the current step; the best model so far is kept and published."""
+        if self._worker is not None:
+            self._stop.set()
+            self.status.setText("Stopping after the current step…")
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+        self.resume_button.setEnabled(not running and self._finished is not None)
+        self.save_button.setEnabled(not running and self._finished is not None)
+
+    def _on_event(self, event) -> None:
+        from napari_unet.core.train import Step, Validation
+
+        if isinstance(event, Preparing):
+            return
+        if isinstance(event, Step):
+            self._history["loss"].append([self._offset + event.step, event.loss])
+            self._step_text = (
+                f"step {self._offset + event.step} ({event.step}/{event.total}) · "
+                f"loss {event.loss:.4f} · {event.tiles_per_s:.1f} tiles/s"
+            )
+        elif isinstance(event, Validation):
+            step = self._offset + event.step
+            self._history["val_loss"].append([step, event.loss])
+            self._history["iou"].append([step, event.iou])
+            if event.best:
+                self._best_iou, self._best_step = event.iou, step
+            self._show_preview(event)
+        self.status.setText(self._step_text + self._iou_text())
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+        if isinstance(event, Step):
+            # Last: napari's progress bar may process queued events (even the job's end).
+            if self._pbar is None:
+                self._pbar = progress(total=event.total, desc="U-Net training")
+            self._pbar.update(1)
+
+    def _iou_text(self) -> str:
+        if not self._history["iou"]:
+            return ""
+        latest = self._history["iou"][-1][1]
+        return f" · IoU {latest:.3f} (best {self._best_iou:.3f} at step {self._best_step})"
+
+    def _show_preview(self, event) -> None:
+        """Foreground probability of the held-out region, placed where it is in the image."""
+        if event.preview is None or event.region is None or self._image_layer is None:
+            return
+        image_layer = self._image_layer
+        slice_index, y0, x0, _, _ = event.region
+        two_d = image_layer.ndim == 2
+        data = event.preview if two_d else event.preview[None]
+        offset = np.array((y0, x0) if two_d else (slice_index, y0, x0), dtype=float)
+        scale = np.asarray(image_layer.scale)[-data.ndim :]
+        translate = np.asarray(image_layer.translate)[-data.ndim :] + offset * scale
+        layer = set_layer(
+            self.viewer,
+            image_layer.name + PREVIEW_SUFFIX,
+            data,
+            colormap="magma",
+            blending="additive",
+            contrast_limits=(0.0, 1.0),
+            opacity=0.7,
+        )
+        layer.scale = scale
+        layer.translate = translate
+
+    def _redraw(self) -> None:
+        if self.figure is None:
+            return
+        for name, line in self.lines.items():
+            points = np.asarray(self._history[name], dtype=float).reshape(-1, 2)
+            line.set_data(points[:, 0], points[:, 1])
+        loss_axes = self.lines["loss"].axes
+        loss_axes.relim()
+        loss_axes.autoscale_view()
+        self.canvas.draw_idle()
+
+    def _on_return(self, finished: Finished | None) -> None:
+        if finished is None:
+            self.status.setText("Stopped before training began.")
+            return
+        self._finished = finished
+        _session.set_current_model(finished.net, finished.metadata)
+        how = "stopped" if finished.stopped else "finished"
+        score = "" if finished.best_iou is None else f", validation IoU {finished.best_iou:.3f}"
+        self.status.setText(
+            f"Training {how} after {self._offset + finished.steps_done} steps. The best "
+            f"model (step {self._offset + finished.best_step}{score}) is now the current "
+            "model for the Predict dock; Save keeps it."
+        )
+
+    def _on_finish(self) -> None:
+        self._worker = None
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._redraw_timer.stop()
+        self._redraw()
+        self._set_running(False)
+
+    # --- saving -----------------------------------------------------------------------
+
+    def _ask_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save model", "model.safetensors", "napari-unet model (*.safetensors)"
+        )
+        if path:
+            self.save(path)
+
+    def save(self, path: str | Path) -> Path | None:
+        """Write the latest trained model and its metadata to ``path`` (atomic)."""
+        from napari_unet.core import checkpoint
+
+        if self._finished is None:
+            report_error(InputError("Save: train a model first"))
+            return None
+        path = Path(path)
+        if path.suffix != checkpoint.SUFFIX:
+            path = path.with_name(path.name + checkpoint.SUFFIX)
+        started = time.perf_counter()
+        try:
+            written = checkpoint.save(path, self._finished.net, self._finished.metadata)
+        except (OSError, InputError) as exc:
+            report_error(exc)
+            return None
+        self.status.setText(f"Saved {written} ({time.perf_counter() - started:.1f} s).")
+        return written
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
+        self._stop.set()
+        super().closeEvent(event)

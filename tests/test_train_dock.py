@@ -1,0 +1,198 @@
+"""Train dock in a real viewer: a short training with plot, preview, status and model."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt, QTimer
+
+from napari_unet.core.synthetic import touching_cells
+from napari_unet.widgets import _session
+from napari_unet.widgets.train import PREVIEW_SUFFIX, TrainDock
+
+SIDE_PX = 96
+TIMEOUT_MS = 180_000  # generous: the test machine's CPU is shared
+
+
+@pytest.fixture
+def viewer_with_cells(make_napari_viewer):
+    _session.clear()
+    viewer = make_napari_viewer()
+    image, labels = touching_cells((SIDE_PX, SIDE_PX), seed=5)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="cells labels")
+    yield viewer
+    _session.clear()
+
+
+def _tiny_dock(viewer, steps: int, validate_every: int = 3) -> TrainDock:
+    """A dock set, through its own controls, for a few small CPU steps."""
+    dock = TrainDock(viewer)
+    dock.model_combo.setCurrentText("new light model")
+    dock.steps.setValue(steps)
+    dock.tile_size.setValue(92)
+    dock.batch_size.setValue(1)
+    dock.validate_every.setValue(validate_every)
+    dock.device.setCurrentText("cpu")
+    return dock
+
+
+def _click(qtbot, button) -> None:
+    assert button.isEnabled(), f"{button.text()} is disabled"
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def _line_x(dock: TrainDock, name: str) -> list[float]:
+    return list(dock.lines[name].get_xdata())
+
+
+def _forward(net) -> np.ndarray:
+    import torch
+
+    size = net.nearest_input_size(92)
+    with torch.no_grad():
+        return net(
+            torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(1))
+        ).numpy()
+
+
+def test_training_updates_plot_preview_status_and_publishes_the_model(
+    viewer_with_cells, qtbot, monkeypatch, tmp_path
+):
+    import napari_unet.core.train as core_train
+    from napari_unet.core import checkpoint
+    from napari_unet.core.model import UNet
+
+    viewer = viewer_with_cells
+    step_threads = set()
+    real_loss = core_train.weighted_cross_entropy
+
+    def recording_loss(*args):
+        step_threads.add(threading.get_ident())
+        return real_loss(*args)
+
+    monkeypatch.setattr(core_train, "weighted_cross_entropy", recording_loss)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+
+    dock = _tiny_dock(viewer, steps=6)
+    assert dock.image_combo.currentText() == "cells"
+    assert dock.labels_combo.currentText() == "cells labels"
+    _click(qtbot, dock.start_button)
+    assert not dock.start_button.isEnabled() and dock.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    timer.stop()
+
+    # The GUI thread kept running its event loop; the steps ran on another thread.
+    assert len(ticks) > 5
+    assert step_threads and threading.get_ident() not in step_threads
+
+    # Single slice: the held-out region is the bottom band of the image (20 % of rows).
+    preview = viewer.layers["cells" + PREVIEW_SUFFIX]
+    rows = round(0.2 * SIDE_PX)
+    assert preview.data.shape == (rows, SIDE_PX)
+    np.testing.assert_allclose(preview.translate, (SIDE_PX - rows, 0))
+    assert preview.data.min() >= 0.0 and preview.data.max() <= 1.0
+
+    assert _line_x(dock, "loss") == [1, 2, 3, 4, 5, 6]
+    assert _line_x(dock, "iou") == [1, 3, 6]  # after step 1, every 3 steps and the last
+    assert _line_x(dock, "val_loss") == [1, 3, 6]
+    assert "IoU" in dock.status.text() and "finished after 6 steps" in dock.status.text()
+
+    current = _session.current_model()
+    assert current is not None
+    net, metadata = current
+    assert isinstance(net, UNet) and not net.training
+    assert metadata["training"]["steps_done"] == 6
+    assert "value_range" in metadata["normalisation"]
+    assert dock.start_button.isEnabled() and dock.resume_button.isEnabled()
+
+    # Save writes a model file that loads back to the same outputs.
+    written = dock.save(tmp_path / "trained")
+    assert written == tmp_path / "trained.safetensors"
+    loaded, loaded_meta = checkpoint.load(written)
+    np.testing.assert_array_equal(_forward(loaded), _forward(net))
+    assert loaded_meta["training"]["steps_done"] == 6
+
+    # Resume continues the same model for more steps; the plot's step axis goes on.
+    dock.steps.setValue(3)
+    _click(qtbot, dock.resume_button)
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    assert _line_x(dock, "loss") == list(range(1, 10))
+    assert _line_x(dock, "iou")[-1] == 9
+    assert _session.current_model()[0] is not net
+    assert "after 9 steps" in dock.status.text()
+
+
+def test_stop_mid_run_ends_the_worker_and_publishes_a_usable_model(viewer_with_cells, qtbot):
+    dock = _tiny_dock(viewer_with_cells, steps=500, validate_every=2)
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: len(_line_x(dock, "loss")) >= 1, timeout=TIMEOUT_MS)
+    _click(qtbot, dock.stop_button)
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+
+    current = _session.current_model()
+    assert current is not None
+    net, metadata = current
+    assert metadata["training"]["steps_done"] < 500
+    assert metadata["training"]["stopped_early"]
+    assert np.isfinite(_forward(net)).all()
+    assert "stopped" in dock.status.text()
+    assert dock.start_button.isEnabled() and not dock.stop_button.isEnabled()
+
+
+def test_training_regions_layer_limits_training_and_places_the_preview(viewer_with_cells, qtbot):
+    viewer = viewer_with_cells
+    box = np.array([[8, 10], [8, 70], [72, 70], [72, 10]], dtype=float)  # rows 8:72, cols 10:70
+    viewer.add_shapes([box], shape_type="rectangle", name="training regions")
+    dock = _tiny_dock(viewer, steps=2, validate_every=2)
+    assert dock.regions_combo.currentText() == "training regions"
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+
+    preview = viewer.layers["cells" + PREVIEW_SUFFIX]
+    rows = round(0.2 * 64)  # bottom band of the box
+    assert preview.data.shape == (rows, 60)
+    np.testing.assert_allclose(preview.translate, (72 - rows, 10))
+
+
+def test_start_without_annotations_reports_it_and_enables_start_again(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    viewer = make_napari_viewer()
+    image, _ = touching_cells((SIDE_PX, SIDE_PX), seed=5)
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(np.zeros((SIDE_PX, SIDE_PX), np.uint16), name="empty")
+    errors = []
+    monkeypatch.setattr("napari_unet.widgets._common.report_error", errors.append)
+    dock = _tiny_dock(viewer, steps=2)
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    assert len(errors) == 1 and "nothing is annotated" in str(errors[0])
+    assert dock.start_button.isEnabled() and not dock.stop_button.isEnabled()
+    assert "cells" + PREVIEW_SUFFIX not in viewer.layers
+
+
+def test_mismatched_shapes_and_missing_model_file_are_refused(
+    make_napari_viewer, qtbot, monkeypatch, tmp_path
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="small")
+    viewer.add_labels(np.ones((80, 80), np.uint16), name="big labels")
+    errors = []
+    monkeypatch.setattr("napari_unet.widgets.train.report_error", errors.append)
+    dock = TrainDock(viewer)
+    _click(qtbot, dock.start_button)
+    assert "'big labels' has shape (80, 80) but image 'small' has (64, 64)" in str(errors[-1])
+    assert dock._worker is None and dock.start_button.isEnabled()
+
+    viewer.layers["big labels"].data = np.ones((64, 64), np.uint16)
+    dock.model_combo.setCurrentText("model file")
+    dock.model_file.setText(str(tmp_path / "nowhere.safetensors"))
+    _click(qtbot, dock.start_button)
+    assert "nowhere.safetensors" in str(errors[-1]) and "does not exist" in str(errors[-1])
+    assert not dock.resume_button.isEnabled() and not dock.save_button.isEnabled()
