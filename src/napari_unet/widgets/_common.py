@@ -52,9 +52,11 @@ def start_job(
     progress = None
     if progress_total is not None:
         progress = {"total": progress_total, "desc": progress_desc or ""}
-    worker = thread_worker(generator_function, progress=progress, start_thread=False)(
-        *args, **kwargs
-    )
+    # ignore_errors: errors go to `report_error` below, not re-raised in the event loop
+    # (which would show a second notification with a traceback).
+    worker = thread_worker(
+        generator_function, progress=progress, start_thread=False, ignore_errors=True
+    )(*args, **kwargs)
     if on_yield is not None:
         worker.yielded.connect(on_yield)
     if on_return is not None:
