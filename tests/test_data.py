@@ -124,3 +124,16 @@ def test_tiles_keep_image_target_and_weights_aligned_with_mirrored_context():
         centre = weights[:, 20:40, 20:40]
         assert np.all(centre.reshape(3, -1).max(axis=1) > 0)
         assert np.all(np.count_nonzero(weights, axis=(1, 2)) <= 40 * 40)
+
+
+def test_hold_out_prefers_a_slice_with_cells():
+    labels = np.zeros((4, 48, 48), dtype=np.uint8)
+    labels[0, 5:15, 5:15] = 1
+    labels[1, 20:30, 20:30] = 2
+    boxes = [(0, 0, 0, 48, 48), (1, 0, 0, 48, 48), (3, 0, 0, 20, 20)]  # slice 3: no cells
+    data = TrainingData.from_arrays(np.zeros((4, 48, 48)), labels, regions=boxes)
+    assert data.slice_indices == (0, 1, 3)
+    assert data.validation.slice_index == 1
+    # one slice with cells and one without: hold out a band of the one with cells
+    data = TrainingData.from_arrays(np.zeros((4, 48, 48)), labels, regions=boxes[::2])
+    assert data.validation.slice_index == 0 and data.validation.y0 == 38

@@ -116,7 +116,7 @@ class TrainingData:
         loss_weights = weight_maps.weight_map(annotated, ignore=~used)
         targets = _targets(annotated, n_classes)
         validation, validation_weights = _hold_out(
-            used, loss_weights, indices, validation_fraction
+            annotated, used, loss_weights, indices, validation_fraction
         )
         if validation is not None:
             region = (slice(validation.y0, validation.y1), slice(validation.x0, validation.x1))
@@ -188,21 +188,30 @@ def _targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def _hold_out(
-    used: np.ndarray, loss_weights: np.ndarray, indices: tuple[int, ...], fraction: float
+    labels: np.ndarray,
+    used: np.ndarray,
+    loss_weights: np.ndarray,
+    indices: tuple[int, ...],
+    fraction: float,
 ) -> tuple[ValidationRegion | None, np.ndarray | None]:
-    """One whole slice when there are several, else the bottom band of the single slice."""
+    """The last slice with cells when two slices have cells, else a bottom band of one.
+
+    Slices with cells are preferred so that the validation IoU means something and
+    cells are left for training.
+    """
     if fraction <= 0:
         return None, None
-    if len(indices) >= 2:
-        index = len(indices) - 1
+    with_cells = [i for i in range(len(indices)) if (labels[i] * used[i]).any()]
+    if len(with_cells) >= 2:
+        index = with_cells[-1]
         mask = used[index]
     else:
-        index = 0
-        rows = np.flatnonzero(used[0].any(axis=1))
+        index = with_cells[0] if with_cells else len(indices) - 1
+        rows = np.flatnonzero(used[index].any(axis=1))
         start = int(rows[-1] + 1 - round(fraction * (rows[-1] + 1 - rows[0])))
         if rows[-1] + 1 - start < MIN_VALIDATION_ROWS or start - rows[0] < MIN_VALIDATION_ROWS:
             return None, None
-        mask = used[0].copy()
+        mask = used[index].copy()
         mask[:start] = False
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1

@@ -125,6 +125,7 @@ class TrainResult:
     best_state: dict[str, torch.Tensor] | None = None
     best_step: int = 0
     best_iou: float | None = None
+    best_loss: float = math.inf  # validation loss of the best model (tie-breaker)
     steps_done: int = 0
     stopped_early: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -399,6 +400,7 @@ def train(
         }
         result.best_step = step
         result.best_iou = validation.iou if validation else None
+        result.best_loss = validation.loss if validation else math.inf
 
     def update_metadata() -> None:
         best = next((v for v in validations if v["step"] == result.best_step), {})
@@ -433,7 +435,11 @@ def train(
 
     def validate(step: int) -> Validation:
         event = _validate(net, data, device, cfg.batch_size, step)
-        is_best = result.best_iou is None or event.iou > result.best_iou
+        # ties (e.g. a region without cells, IoU 1) go to the lower validation loss
+        is_best = result.best_iou is None or (event.iou, -event.loss) > (
+            result.best_iou,
+            -result.best_loss,
+        )
         if is_best:
             snapshot(step, event)
         validations.append(
