@@ -196,3 +196,22 @@ def test_mismatched_shapes_and_missing_model_file_are_refused(
     _click(qtbot, dock.start_button)
     assert "nowhere.safetensors" in str(errors[-1]) and "does not exist" in str(errors[-1])
     assert not dock.resume_button.isEnabled() and not dock.save_button.isEnabled()
+
+
+def test_stack_preview_sits_on_the_held_out_slice(make_napari_viewer, qtbot, cells_3d):
+    _session.clear()
+    viewer = make_napari_viewer()
+    image, truth = cells_3d
+    sparse = np.zeros_like(truth)
+    sparse[[1, 3]] = truth[[1, 3]]  # two annotated slices: the last one is held out
+    viewer.add_image(image, name="stack")
+    viewer.add_labels(sparse, name="stack labels")
+    dock = _tiny_dock(viewer, steps=1)
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+
+    preview = viewer.layers["stack" + PREVIEW_SUFFIX]
+    assert preview.data.shape == (1, *image.shape[1:])
+    np.testing.assert_allclose(preview.translate, (3, 0, 0))
+    assert _session.current_model()[1]["training"]["annotated_slices"] == [1, 3]
+    _session.clear()

@@ -394,7 +394,8 @@ class TrainDock(QWidget):
             if self._finished is None:
                 raise InputError("Resume: train a model first (Start)")
             preset, start_from = "light", self._finished.net
-            self._offset += self._finished.steps_done
+            plotted = self._history["loss"]
+            self._offset = int(plotted[-1][0]) if plotted else 0  # the plot goes on
         else:
             preset, start_from = self._start_from()
         self._image_layer = image_layer
