@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from qtpy.QtCore import Qt, QTimer
 
 from napari_unet.core.synthetic import touching_cells
@@ -215,3 +216,21 @@ def test_stack_preview_sits_on_the_held_out_slice(make_napari_viewer, qtbot, cel
     np.testing.assert_allclose(preview.translate, (3, 0, 0))
     assert _session.current_model()[1]["training"]["annotated_slices"] == [1, 3]
     _session.clear()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_with_a_gpu_the_paper_model_is_the_default_and_trains_on_cuda(viewer_with_cells, qtbot):
+    dock = TrainDock(viewer_with_cells)
+    qtbot.waitUntil(
+        lambda: dock.model_combo.currentText() == "new paper-size model", timeout=30_000
+    )
+    dock.steps.setValue(2)
+    dock.tile_size.setValue(188)
+    dock.validate_every.setValue(2)
+    dock.device.setCurrentText("cuda")
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    net, metadata = _session.current_model()
+    assert metadata["training"]["device"].startswith("cuda")
+    assert metadata["architecture"]["base_channels"] == 64
+    assert next(net.parameters()).device.type == "cpu"

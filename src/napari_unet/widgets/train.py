@@ -354,6 +354,7 @@ class TrainDock(QWidget):
             for values in self._history.values():
                 values.clear()
         self._stop = threading.Event()
+        self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
         self._worker = start_job(
