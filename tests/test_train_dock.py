@@ -218,6 +218,27 @@ def test_stack_preview_sits_on_the_held_out_slice(make_napari_viewer, qtbot, cel
     _session.clear()
 
 
+def test_starter_and_model_file_choices_fine_tune_that_model(viewer_with_cells, qtbot, tmp_path):
+    from napari_unet.core import checkpoint
+    from napari_unet.models import starter_model_path
+
+    dock = _tiny_dock(viewer_with_cells, steps=1)
+    dock.model_combo.setCurrentText("starter model")
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    net, metadata = _session.current_model()
+    assert metadata["training"]["from"] == starter_model_path().name
+    starter, _ = checkpoint.load(starter_model_path())
+    assert net.config == starter.config
+
+    saved = dock.save(tmp_path / "tuned.safetensors")
+    dock.model_combo.setCurrentText("model file")
+    dock.model_file.setText(str(saved))
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    assert _session.current_model()[1]["training"]["from"] == "tuned.safetensors"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_with_a_gpu_the_paper_model_is_the_default_and_trains_on_cuda(viewer_with_cells, qtbot):
     dock = TrainDock(viewer_with_cells)
