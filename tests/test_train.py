@@ -154,14 +154,18 @@ def test_fine_tune_from_a_model_file_starts_from_its_weights(tmp_path, cells_dat
 
 
 def test_same_seed_same_run_and_sgd_works(cells_data):
-    def losses(**changes):
+    def run(**changes):
         torch.manual_seed(123)
-        events, _ = _run(train(cells_data, _config(**changes), net=UNet(**TINY)))
-        return [e.loss for e in events if isinstance(e, Step)]
+        events, result = _run(
+            train(cells_data, _config(steps=4, validate_every=100, **changes), net=UNet(**TINY))
+        )
+        return [e.loss for e in events if isinstance(e, Step)], result
 
-    assert losses() == losses()
-    sgd = losses(optimizer="sgd", lr=1e-3, augment=None)
-    assert all(np.isfinite(sgd))
+    assert run()[0] == run()[0]
+    sgd, result = run(optimizer="sgd", lr=1e-3, augment=None)
+    assert len(sgd) == 4 and all(np.isfinite(sgd))
+    assert result.metadata["training"]["optimizer"] == "sgd"
+    assert result.metadata["training"]["augment"] is None
 
 
 def test_time_budget_stops_early_and_validates_the_last_weights(cells_data):
