@@ -52,13 +52,6 @@ AUTO = "auto"
 
 
 @dataclass(frozen=True)
-class Preparing:
-    """The training data (targets, weight maps, hold-out) is being built."""
-
-    n_slices: int
-
-
-@dataclass(frozen=True)
 class Finished:
     """Training ended (or was stopped): a CPU copy of the best net and its metadata."""
 
@@ -88,7 +81,6 @@ def training_job(
     from napari_unet.core.data import TrainingData
     from napari_unet.core.train import TrainConfig, TrainResult, train
 
-    yield Preparing(n_slices=1 if labels.ndim == 2 else int(labels.shape[0]))
     config = TrainConfig(**settings)
     config.check()
     data = TrainingData.from_arrays(image, labels, regions=boxes)
@@ -319,7 +311,10 @@ class TrainDock(QWidget):
         }
 
     def _start_from(self) -> tuple[str, Any]:
-        """(preset for a new model, what to start from: None, a model file)."""
+        """(preset for a new model, what to start from: None or a model file).
+
+        A model file brings its own architecture: the preset is then unused.
+        """
         choice = MODELS[self.model_combo.currentText()]
         if choice in ("light", "paper"):
             return choice, None
@@ -418,8 +413,6 @@ class TrainDock(QWidget):
     def _on_event(self, event) -> None:
         from napari_unet.core.train import Step, Validation
 
-        if isinstance(event, Preparing):
-            return
         if isinstance(event, Step):
             self._history["loss"].append([self._offset + event.step, event.loss])
             self._step_text = (
