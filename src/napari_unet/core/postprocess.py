@@ -46,16 +46,30 @@ def to_instances(
         raise InputError(
             f"low_threshold ({low_threshold}) must lie between 0 and threshold ({threshold})"
         )
-    from skimage.segmentation import watershed
-
     cores, n = ndi.label(foreground > threshold)
     grow_into = (cores > 0) | (foreground > low_threshold) | _gaps(cores, gap_px)
     # Split before growing: each core's own distance transform, and no gap is invented
     # between the parts of a split core.
     markers = _split_merged(cores, min_distance_px) if split_merged and n else cores
-    labels = watershed(-foreground, markers=markers, mask=grow_into)
+    labels = _grow(markers, foreground, grow_into)
     labels = _remove_small(labels, min_size)
     return labels.astype(np.min_scalar_type(max(int(labels.max()), 1)), copy=False)
+
+
+def _grow(markers: np.ndarray, foreground: np.ndarray, grow_into: np.ndarray) -> np.ndarray:
+    """Watershed of the markers on the probability, into ``grow_into`` only.
+
+    Only the thin band to fill and the marker pixels bordering it enter the watershed (the
+    same result as flooding the whole mask, several times faster on large images).
+    """
+    from skimage.segmentation import watershed
+
+    band = grow_into & (markers == 0)
+    if not band.any():
+        return markers
+    edge = (markers > 0) & ndi.binary_dilation(band)
+    grown = watershed(-foreground, markers=np.where(edge, markers, 0), mask=band | edge)
+    return np.where(markers > 0, markers, grown)
 
 
 def _foreground(probabilities: np.ndarray) -> np.ndarray:
