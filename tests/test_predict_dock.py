@@ -3,6 +3,8 @@ slice of a stack into "<image> U-Net labels"; the user's layers stay untouched."
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -87,10 +89,22 @@ def test_session_model_predicts_only_the_current_slice(make_napari_viewer, qtbot
     assert labels[1].any() and _same_partition(labels[2], pairs[2][1])
 
 
+def _slow(net):
+    """The same model, 50 ms per forward pass: the run outlasts the click on Cancel."""
+    forward = net.forward
+
+    def slow_forward(x):
+        time.sleep(0.05)
+        return forward(x)
+
+    net.forward = slow_forward
+    return net
+
+
 def test_cancel_stops_a_long_stack(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(np.stack([_squares(seed)[0] for seed in range(40)]), name="long")
-    _session.set_current_model(threshold_unet(), METADATA)
+    _session.set_current_model(_slow(threshold_unet()), METADATA)
     dock = PredictDock(viewer)
     dock.tile_size.setValue(60)
     dock.scope_combo.setCurrentText(ALL)
