@@ -41,7 +41,7 @@ VALIDATION_TILE_PX = 256  # output tile side when predicting the hold-out (few, 
 # tiles per step and steps. The light model is sized so that the default CPU run fits
 # into 10 minutes on 2 cores; `max_minutes` guards that under contention.
 PRESET_TRAINING: dict[str, dict[str, Any]] = {
-    "light": {"tile_size": 188, "batch_size": 1, "steps": 1500, "validate_every": 100},
+    "light": {"tile_size": 188, "batch_size": 1, "steps": 2500, "validate_every": 125},
     "paper": {"tile_size": 572, "batch_size": 4, "steps": 3000, "validate_every": 200},
 }
 
