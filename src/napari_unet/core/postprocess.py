@@ -52,8 +52,7 @@ def to_instances(
     # between the parts of a split core.
     markers = _split_merged(cores, min_distance_px) if split_merged and n else cores
     labels = _grow(markers, foreground, grow_into)
-    labels = _remove_small(labels, min_size)
-    return labels.astype(np.min_scalar_type(max(int(labels.max()), 1)), copy=False)
+    return _remove_small(labels, min_size)
 
 
 def _grow(markers: np.ndarray, foreground: np.ndarray, grow_into: np.ndarray) -> np.ndarray:
@@ -136,11 +135,12 @@ def _split_merged(labels: np.ndarray, min_distance_px: int) -> np.ndarray:
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop objects below ``min_size`` pixels and number the rest 1..n."""
-    from skimage.segmentation import relabel_sequential
-
+    """Drop objects below ``min_size`` pixels and number the rest 1..n, in the smallest
+    unsigned dtype (one lookup-table pass over the image)."""
     sizes = np.bincount(labels.ravel())
     keep = sizes >= max(int(min_size), 1)
     keep[0] = False
-    labels = np.where(keep[labels], labels, 0)
-    return relabel_sequential(labels)[0]
+    n = int(keep.sum())
+    lut = np.zeros(len(sizes), dtype=np.min_scalar_type(max(n, 1)))
+    lut[keep] = np.arange(1, n + 1)
+    return lut[labels]
