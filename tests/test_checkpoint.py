@@ -107,3 +107,15 @@ def test_cuda_autocast_is_bf16_and_load_to_cuda(tmp_path, small_net):
         )
     net, _ = load(save(tmp_path / "m.safetensors", small_net), device="cuda")
     assert next(net.parameters()).device.type == "cuda"
+
+
+def test_saved_model_is_readable_by_others_as_the_umask_allows(tmp_path, small_net):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = save(tmp_path / "shared.safetensors", small_net, {})
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

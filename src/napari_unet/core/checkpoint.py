@@ -69,6 +69,10 @@ def save(path: str | Path, net: torch.nn.Module, metadata: dict[str, Any] | None
     tmp = path.with_name(f".{path.name}.partial")
     try:
         save_file(tensors, str(tmp), metadata=header)
+        # safetensors creates its file owner-only (0600); give it the usual umask bits.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
