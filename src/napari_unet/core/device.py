@@ -44,10 +44,15 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def use_all_cpu_cores() -> int:
-    """Let torch use every core (fp32 CPU training is compute bound); returns the count."""
+    """Let torch use every core (fp32 CPU training is compute bound); returns the count.
+
+    Also flushes denormal floats to zero: tiny values (Gaussian tails, decaying
+    activations) otherwise make CPU kernels many times slower at no gain in accuracy.
+    """
     cores = os.cpu_count() or 1
     if torch.get_num_threads() != cores:
         torch.set_num_threads(cores)
+    torch.set_flush_denormal(True)
     return cores
 
 
