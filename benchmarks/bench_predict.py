@@ -144,9 +144,10 @@ def memory_one(path: str, preset: str, tile: int | None) -> dict:
 
 
 def memory(args) -> None:
+    cells = touching_cells((2048, 2048), seed=1)[0]
     for size in (2048, 4096):
         path = Path(tempfile.mkdtemp()) / f"cells{size}.npy"
-        np.save(path, touching_cells((size, size), n_cells=size * size // 900, seed=1)[0])
+        np.save(path, np.tile(cells, (size // 2048, size // 2048)))  # 4096^2: 2x2 copies
         command = [sys.executable, __file__, "--memory-one", str(path), "--preset", args.preset]
         if args.tile_size:
             command += ["--tile-size", str(args.tile_size)]
