@@ -137,6 +137,7 @@ class PredictDock(QWidget):
         self._progress = None
         self._target: tuple[Any, Any, Any] | None = None  # (image layer, labels, foreground)
         self._cells = 0
+        self._done = False
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse)
@@ -226,6 +227,7 @@ class PredictDock(QWidget):
             slices = [min(max(index, 0), image.shape[0] - 1)]
         labels, foreground = self._outputs(layer, image, is_stack, fresh=slices is None)
         self._target = (layer, labels, foreground)
+        self._done = False
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"Predicting {layer.name!r}…")
@@ -286,14 +288,21 @@ class PredictDock(QWidget):
         from napari_unet.core.predict import Progress, SliceResult
 
         if isinstance(event, Progress):
-            if self._progress is None:
-                self._progress = progress(total=event.tiles_total, desc="U-Net prediction")
-            self._progress.n = event.tiles_done
-            self._progress.refresh()
+            if self._done:  # a late queued event must not overwrite the final status
+                return
+            # Text first: napari's progress bar may process queued events re-entrantly.
             self.status.setText(
                 f"Slice {event.slice_index} ({event.slices_done + 1} of {event.n_slices}): "
                 f"{event.tiles_done} of {event.tiles_total} tiles"
             )
+            if self._progress is None:
+                self._progress = progress(total=event.tiles_total, desc="U-Net prediction")
+            bar = self._progress
+            bar.n = event.tiles_done
+            bar.refresh()
+            if self.worker is None and bar is self._progress:  # finished meanwhile
+                bar.close()
+                self._progress = None
         elif isinstance(event, SliceResult):
             self._cells = int(event.labels.max())  # ids run on through a stack
             self._show_layers()
@@ -327,6 +336,7 @@ class PredictDock(QWidget):
             fg.refresh()
 
     def _on_done(self, prediction) -> None:
+        self._done = True
         self._show_layers()
         self.status.setText(
             f"Done: {self._cells} cells. Correct them with the Annotate dock if needed."
