@@ -72,6 +72,25 @@ def notify(message: str) -> None:
     show_info(message)
 
 
+def layer_named(viewer, name: str):
+    """The viewer's layer called ``name``, or None (a combo box may name a removed layer)."""
+    return next((layer for layer in viewer.layers if layer.name == name), None)
+
+
+def fill_combo(combo, names: list[str]) -> None:
+    """Offer ``names`` in a combo box, keeping the current choice when it is still there.
+
+    Signals are blocked meanwhile, so refilling never looks like a user's choice.
+    """
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
 def layer_choices(viewer, kind: str) -> list[str]:
     """Names of the viewer's layers of one kind ("image", "labels", "shapes")."""
     return [layer.name for layer in viewer.layers if type(layer).__name__.lower() == kind]

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unet.core import annotations
-from napari_unet.widgets._common import layer_choices, report_error
+from napari_unet.widgets._common import fill_combo, layer_choices, layer_named, report_error
 
 REGIONS_LAYER = "training regions"
 
@@ -29,10 +29,6 @@ def labels_shape_for(image_layer) -> tuple[int, ...]:
     """The pixel grid of an image layer: its shape without an RGB(A) axis."""
     shape = tuple(image_layer.data.shape)
     return shape[:-1] if getattr(image_layer, "rgb", False) else shape
-
-
-def _layer_named(viewer, name: str):
-    return next((layer for layer in viewer.layers if layer.name == name), None)
 
 
 class AnnotateDock(QWidget):
@@ -97,22 +93,15 @@ class AnnotateDock(QWidget):
     # --- layers -------------------------------------------------------------------
     @property
     def image_layer(self):
-        return _layer_named(self.viewer, self.image_combo.currentText())
+        return layer_named(self.viewer, self.image_combo.currentText())
 
     @property
     def labels_layer(self):
-        return _layer_named(self.viewer, self.labels_combo.currentText())
+        return layer_named(self.viewer, self.labels_combo.currentText())
 
     def _refresh_choices(self, event=None) -> None:
         for combo, kind in ((self.image_combo, "image"), (self.labels_combo, "labels")):
-            current = combo.currentText()
-            names = layer_choices(self.viewer, kind)
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
+            fill_combo(combo, layer_choices(self.viewer, kind))
         self._on_choice()
 
     def _on_choice(self) -> None:

@@ -25,7 +25,13 @@ from qtpy.QtWidgets import (
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core.augment import GRID, SIGMA_PX, AugmentConfig, Gallery, gallery
-from napari_unet.widgets._common import layer_choices, report_error, set_layer, start_job
+from napari_unet.widgets._common import (
+    layer_choices,
+    layer_named,
+    report_error,
+    set_layer,
+    start_job,
+)
 
 GALLERY = "augmentation gallery"
 GALLERY_LABELS = "augmentation gallery labels"
@@ -174,8 +180,7 @@ class AugmentationDock(QWidget):
             combo.blockSignals(False)
 
     def _layer(self, combo: QComboBox):
-        name = combo.currentText()
-        return next((layer for layer in self.viewer.layers if layer.name == name), None)
+        return layer_named(self.viewer, combo.currentText())
 
     def _current_slice(self, layer) -> np.ndarray:
         """The 2D plane of ``layer`` under the viewer's sliders (a copy)."""

@@ -21,7 +21,13 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core import metrics
 from napari_unet.core.io import InputError
-from napari_unet.widgets._common import layer_choices, report_error, set_layer, start_job
+from napari_unet.widgets._common import (
+    layer_choices,
+    layer_named,
+    report_error,
+    set_layer,
+    start_job,
+)
 
 ANNOTATED, CURRENT = "Annotated slices", "Current slice"
 
@@ -109,8 +115,7 @@ class EvaluateDock(QWidget):
             )
 
     def _layer(self, combo: QComboBox):
-        name = combo.currentText()
-        return next((layer for layer in self.viewer.layers if layer.name == name), None)
+        return layer_named(self.viewer, combo.currentText())
 
     def _current_slice(self, layer) -> int:
         return int(round(layer.world_to_data(self.viewer.dims.point)[0]))

@@ -31,7 +31,13 @@ from qtpy.QtWidgets import (
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError
 from napari_unet.widgets import _session
-from napari_unet.widgets._common import layer_choices, report_error, set_layer, start_job
+from napari_unet.widgets._common import (
+    fill_combo,
+    layer_choices,
+    report_error,
+    set_layer,
+    start_job,
+)
 
 SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
 CURRENT, ALL = "Current slice", "All slices"
@@ -155,11 +161,7 @@ class PredictDock(QWidget):
         names = [
             n for n in layer_choices(self.viewer, "image") if not n.endswith(FOREGROUND_SUFFIX)
         ]
-        current = self.image_combo.currentText()
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
+        fill_combo(self.image_combo, names)
 
     def _refresh_models(self) -> None:
         current = self.model_combo.currentText()

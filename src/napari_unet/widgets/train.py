@@ -36,7 +36,14 @@ from qtpy.QtWidgets import (
 from napari_unet.core.annotations import Box, boxes_from_rectangles
 from napari_unet.core.io import InputError, check_same_shape
 from napari_unet.widgets import _session
-from napari_unet.widgets._common import layer_choices, report_error, set_layer, start_job
+from napari_unet.widgets._common import (
+    fill_combo,
+    layer_choices,
+    layer_named,
+    report_error,
+    set_layer,
+    start_job,
+)
 
 MODELS = {  # model choice shown -> what training starts from
     "new light model": "light",
@@ -122,10 +129,6 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     box.setValue(0)
     box.setToolTip(tip)
     return box
-
-
-def _layer_named(viewer, name: str):
-    return next((layer for layer in viewer.layers if layer.name == name), None)
 
 
 class TrainDock(QWidget):
@@ -266,25 +269,15 @@ class TrainDock(QWidget):
 
     def _refresh_choices(self, event=None) -> None:
         images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
-        self._fill(self.image_combo, images)
-        self._fill(self.labels_combo, layer_choices(self.viewer, "labels"))
+        fill_combo(self.image_combo, images)
+        fill_combo(self.labels_combo, layer_choices(self.viewer, "labels"))
         shapes = layer_choices(self.viewer, "shapes")
         from napari_unet.widgets.annotate import REGIONS_LAYER
 
         previous = self.regions_combo.currentText()
-        self._fill(self.regions_combo, [NO_REGIONS, *shapes])
+        fill_combo(self.regions_combo, [NO_REGIONS, *shapes])
         if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
             self.regions_combo.setCurrentText(REGIONS_LAYER)
-
-    @staticmethod
-    def _fill(combo: QComboBox, names: list[str]) -> None:
-        current = combo.currentText()
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItems(names)
-        if current in names:
-            combo.setCurrentText(current)
-        combo.blockSignals(False)
 
     def _on_model_choice(self, text: str) -> None:
         from_file = MODELS.get(text) == "file"
@@ -362,8 +355,8 @@ class TrainDock(QWidget):
         )
 
     def _job_arguments(self, resume: bool) -> tuple:
-        image_layer = _layer_named(self.viewer, self.image_combo.currentText())
-        labels_layer = _layer_named(self.viewer, self.labels_combo.currentText())
+        image_layer = layer_named(self.viewer, self.image_combo.currentText())
+        labels_layer = layer_named(self.viewer, self.labels_combo.currentText())
         if image_layer is None:
             raise InputError("Image: open an image to train on")
         if labels_layer is None:
@@ -377,7 +370,7 @@ class TrainDock(QWidget):
             labels=labels_layer.name,
         )
         labels = np.array(labels_layer.data)  # a copy: painting may go on while training
-        regions = _layer_named(self.viewer, self.regions_combo.currentText())
+        regions = layer_named(self.viewer, self.regions_combo.currentText())
         boxes = None
         if regions is not None and self.regions_combo.currentText() != NO_REGIONS:
             rectangles = [

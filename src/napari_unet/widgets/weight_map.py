@@ -15,7 +15,13 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QVBoxLayou
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core import weights
-from napari_unet.widgets._common import layer_choices, set_layer, start_job
+from napari_unet.widgets._common import (
+    fill_combo,
+    layer_choices,
+    layer_named,
+    set_layer,
+    start_job,
+)
 
 # Suffixes of the layers this dock owns, added to the labels layer's name.
 TARGET, D1, D2, WEIGHTS = " separated target", " d1", " d2", " weight map"
@@ -29,10 +35,6 @@ def _slider(low: float, high: float, value: float) -> QLabeledDoubleSlider:
     slider.setDecimals(1)
     slider.setValue(value)
     return slider
-
-
-def _layer_named(viewer, name: str):
-    return next((layer for layer in viewer.layers if layer.name == name), None)
 
 
 class WeightMapDock(QWidget):
@@ -89,12 +91,7 @@ class WeightMapDock(QWidget):
         owned = (TARGET, D1, D2, WEIGHTS)
         names = [n for n in layer_choices(self.viewer, "labels") if not n.endswith(owned)]
         current = self.labels_combo.currentText()
-        self.labels_combo.blockSignals(True)
-        self.labels_combo.clear()
-        self.labels_combo.addItems(names)
-        if current in names:
-            self.labels_combo.setCurrentText(current)
-        self.labels_combo.blockSignals(False)
+        fill_combo(self.labels_combo, names)
         if self.labels_combo.currentText() != current:
             self._on_layer_chosen(self.labels_combo.currentText())
 
@@ -102,7 +99,7 @@ class WeightMapDock(QWidget):
         if self._watched is not None:
             self._watched.events.data.disconnect(self._schedule)
             self._watched.events.paint.disconnect(self._schedule)
-        self._watched = _layer_named(self.viewer, name)
+        self._watched = layer_named(self.viewer, name)
         if self._watched is not None:
             self._watched.events.data.connect(self._schedule)
             self._watched.events.paint.connect(self._schedule)
@@ -207,7 +204,7 @@ class WeightMapDock(QWidget):
         """Whole result, or one slice written into the plugin's stack-shaped layer."""
         if z is None:
             return set_layer(self.viewer, name, data, kind, **kwargs)
-        owned = _layer_named(self.viewer, name)
+        owned = layer_named(self.viewer, name)
         if owned is None or owned.data.shape != shape or owned.data.dtype != data.dtype:
             owned = set_layer(self.viewer, name, np.zeros(shape, data.dtype), kind, **kwargs)
         owned.data[z] = data
