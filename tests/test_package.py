@@ -53,3 +53,16 @@ def test_cli_entry_point_runs(argv):
     out = subprocess.run([str(script), *argv], capture_output=True, text=True)
     assert out.returncode == 0
     assert "napari-unet" in out.stdout
+
+
+def test_opening_the_docks_does_not_load_torch():
+    """napari imports a dock's module when it opens; torch loads only when work starts."""
+    code = (
+        "import sys; from npe2 import PluginManifest;"
+        "m = PluginManifest.from_distribution('napari-unet');"
+        "import importlib;"
+        "[importlib.import_module(c.python_name.split(':')[0]) for c in m.contributions.commands];"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
