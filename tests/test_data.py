@@ -42,17 +42,32 @@ def test_single_slice_targets_weights_and_bottom_band_hold_out():
 
 
 def test_unannotated_slices_are_ignored_and_one_slice_is_held_out():
-    labels = np.zeros((5, 48, 48), dtype=np.uint8)
+    labels = np.zeros((6, 48, 48), dtype=np.uint8)
     labels[1, 5:15, 5:15] = 1
     labels[3, 20:30, 20:30] = 4
+    labels[4, 30:40, 5:15] = 2
+    image = np.random.default_rng(0).random((6, 48, 48)).astype(np.float32)
+    data = TrainingData.from_arrays(image, labels)
+    assert data.slice_indices == (1, 3, 4)
+    assert data.images.shape == (3, 1, 48, 48)
+    assert data.validation.slice_index == 4
+    assert data.validation.mask.shape == (48, 48)
+    assert np.all(data.weights[2] == 0)  # the held-out slice is not trained on
+    assert np.all(data.weights[:2] > 0)
+
+
+def test_two_annotated_slices_hold_out_a_band_not_half_the_data():
+    labels = np.zeros((5, 48, 48), dtype=np.uint8)
+    labels[1, 5:15, 5:15] = 1
+    labels[3, 20:45, 20:30] = 4
     image = np.random.default_rng(0).random((5, 48, 48)).astype(np.float32)
     data = TrainingData.from_arrays(image, labels)
     assert data.slice_indices == (1, 3)
-    assert data.images.shape == (2, 1, 48, 48)
-    assert data.validation.slice_index == 3
-    assert data.validation.mask.shape == (48, 48)
-    assert np.all(data.weights[1] == 0)  # the held-out slice is not trained on
+    region = data.validation
+    assert region.slice_index == 3
+    assert (region.y0, region.y1) == (38, 48)  # bottom 20 % of the rows
     assert np.all(data.weights[0] > 0)
+    assert np.all(data.weights[1, :38] > 0) and np.all(data.weights[1, 38:] == 0)
 
 
 def test_training_boxes_restrict_use_and_unlabelled_pixels_inside_are_background():

@@ -204,7 +204,7 @@ def test_stack_preview_sits_on_the_held_out_slice(make_napari_viewer, qtbot, cel
     viewer = make_napari_viewer()
     image, truth = cells_3d
     sparse = np.zeros_like(truth)
-    sparse[[1, 3]] = truth[[1, 3]]  # two annotated slices: the last one is held out
+    sparse[[1, 3, 4]] = truth[[1, 3, 4]]  # three annotated slices: the last one is held out
     viewer.add_image(image, name="stack")
     viewer.add_labels(sparse, name="stack labels")
     dock = _tiny_dock(viewer, steps=1)
@@ -213,8 +213,8 @@ def test_stack_preview_sits_on_the_held_out_slice(make_napari_viewer, qtbot, cel
 
     preview = viewer.layers["stack" + PREVIEW_SUFFIX]
     assert preview.data.shape == (1, *image.shape[1:])
-    np.testing.assert_allclose(preview.translate, (3, 0, 0))
-    assert _session.current_model()[1]["training"]["annotated_slices"] == [1, 3]
+    np.testing.assert_allclose(preview.translate, (4, 0, 0))
+    assert _session.current_model()[1]["training"]["annotated_slices"] == [1, 3, 4]
     _session.clear()
 
 
