@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from napari_unet import __version__
@@ -16,7 +16,7 @@ from napari_unet.core.io import InputError
 
 
 def drive(
-    events: Iterable[Any],
+    events: Generator[Any, Any, Any],
     total: int | None,
     desc: str,
     on_event: Callable[[Any, Any], None] | None = None,
@@ -27,17 +27,12 @@ def drive(
     """
     from tqdm import tqdm
 
-    iterator = iter(events)
+    from napari_unet.core.events import run_to_end
+
     with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
-        while True:
-            try:
-                event = next(iterator)
-            except StopIteration as stop:
-                return stop.value
-            if on_event is not None:
-                on_event(event, bar)
-            else:
-                bar.update(1)
+        if on_event is None:
+            return run_to_end(events, lambda event: bar.update(1))
+        return run_to_end(events, lambda event: on_event(event, bar))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
+from napari_unet.core.events import run_to_end
 from napari_unet.core.io import InputError
 
 # IoU thresholds of the instance-segmentation literature (COCO; stardist, cellpose report
@@ -526,12 +527,7 @@ def evaluate(
     warping: bool = True,
 ) -> dict[str, float]:
     """All metrics as a flat dict (``evaluate_iter`` without progress or error layers)."""
-    events = evaluate_iter(gt, pred, thresholds, slices, warping)
-    while True:
-        try:
-            next(events)
-        except StopIteration as stop:
-            return stop.value.metrics
+    return run_to_end(evaluate_iter(gt, pred, thresholds, slices, warping)).metrics
 
 
 # What each number means, for the dock's table and the command line.

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core import postprocess
+from napari_unet.core.events import run_to_end
 from napari_unet.core.io import InputError, as_image
 from napari_unet.core.normalize import PERCENTILES, normalize
 
@@ -233,8 +234,4 @@ def predict_image(
 
 def run(events: Generator[Any, None, Prediction]) -> Prediction:
     """Pull a prediction generator to its end (scripts and tests)."""
-    while True:
-        try:
-            next(events)
-        except StopIteration as stop:
-            return stop.value
+    return run_to_end(events)

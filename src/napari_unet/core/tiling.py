@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.core.events import run_to_end
 from napari_unet.core.io import InputError
 
 MIRROR_MODE = "reflect"
@@ -312,11 +313,4 @@ def predict_tiled(
     tta: bool = False,
 ) -> np.ndarray:
     """`predict_tiled_iter` run to the end; ``progress(event)`` is called after every batch."""
-    events = predict_tiled_iter(net, image, tile_size, batch_size, device, tta)
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
+    return run_to_end(predict_tiled_iter(net, image, tile_size, batch_size, device, tta), progress)

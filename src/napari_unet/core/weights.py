@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_unet.core.events import run_to_end
 from napari_unet.core.io import InputError, as_labels
 
 # Paper constants (Ronneberger et al. 2015, section 3, eq. 2): w0 = 10, sigma ~ 5 pixels.
@@ -163,12 +164,7 @@ def weight_map(
     gaps between touching cells get the highest weights. ``balance=False`` uses w_c = 1.
     Pixels where ``ignore`` is True get weight 0 (unannotated areas).
     """
-    events = weight_maps_iter(labels, w0, sigma, balance, ignore)
-    while True:
-        try:
-            next(events)
-        except StopIteration as stop:
-            return stop.value.weights
+    return run_to_end(weight_maps_iter(labels, w0, sigma, balance, ignore)).weights
 
 
 def weight_maps_iter(
