@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_unet.core.events import Done
 from napari_unet.core.io import InputError
 from napari_unet.core.normalize import PERCENTILES, normalize
 
@@ -362,10 +363,8 @@ def augment(
 # Preview gallery (for the dock): N augmented samples of one slice + the deformed grid.
 
 
-@dataclass(frozen=True)
-class GalleryProgress:
-    done: int
-    total: int
+# ``done`` of ``total`` gallery samples made.
+GalleryProgress = Done
 
 
 @dataclass(frozen=True)

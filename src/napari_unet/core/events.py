@@ -7,9 +7,18 @@ that pulls such a generator through and hands back that return value.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Done:
+    """Progress: ``done`` of ``total`` units of work (slices, tiles, samples) finished."""
+
+    done: int
+    total: int
 
 
 def run_to_end(

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
-from napari_unet.core.events import run_to_end
+from napari_unet.core.events import Done, run_to_end
 from napari_unet.core.io import InputError
 
 # IoU thresholds of the instance-segmentation literature (COCO; stardist, cellpose report
@@ -373,12 +373,8 @@ def warping_error(gt: np.ndarray, pred: np.ndarray) -> float:
 # --- whole evaluation (stacks slice by slice) ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class SliceDone:
-    """Progress event of ``evaluate_iter``: ``done`` of ``total`` slices scored."""
-
-    done: int
-    total: int
+# Progress event of ``evaluate_iter``: ``done`` of ``total`` slices scored.
+SliceDone = Done
 
 
 @dataclass(frozen=True)

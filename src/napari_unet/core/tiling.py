@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.events import run_to_end
+from napari_unet.core.events import Done, run_to_end
 from napari_unet.core.io import InputError
 
 MIRROR_MODE = "reflect"
@@ -33,12 +33,8 @@ ACTIVATION_BYTES_PER_PX_PER_CHANNEL = 48
 MEMORY_SHARE = {"cuda": 0.6, "cpu": 0.25, "mps": 0.4}
 
 
-@dataclass(frozen=True)
-class TileProgress:
-    """``done`` of ``total`` tiles predicted (``total`` may grow after an out-of-memory retry)."""
-
-    done: int
-    total: int
+# ``done`` of ``total`` tiles predicted (``total`` may grow after an out-of-memory retry).
+TileProgress = Done
 
 
 @dataclass(frozen=True)

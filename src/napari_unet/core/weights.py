@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.core.events import run_to_end
+from napari_unet.core.events import Done, run_to_end
 from napari_unet.core.io import InputError, as_labels
 
 # Paper constants (Ronneberger et al. 2015, section 3, eq. 2): w0 = 10, sigma ~ 5 pixels.
@@ -27,12 +27,8 @@ NEGLIGIBLE = 1e-6
 LOG_OFFSET = 1.02
 
 
-@dataclass(frozen=True)
-class SliceDone:
-    """Progress of a stack: ``done`` of ``total`` slices finished."""
-
-    done: int
-    total: int
+# Progress of a stack: ``done`` of ``total`` slices finished.
+SliceDone = Done
 
 
 @dataclass(frozen=True)
