@@ -12,7 +12,9 @@ import numpy as np
 PERCENTILES = (1.0, 99.8)
 
 
-def intensity_range(image: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> tuple[float, float]:
+def intensity_range(
+    image: np.ndarray, percentiles: tuple[float, float] = PERCENTILES
+) -> tuple[float, float]:
     """The intensities at the two percentiles; a flat image gets a unit range."""
     lo, hi = np.percentile(np.asarray(image, dtype=np.float32), percentiles)
     if not hi > lo:
