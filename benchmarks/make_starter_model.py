@@ -69,7 +69,9 @@ def make_starter() -> None:
     image, labels = training_stack()
     data = TrainingData.from_arrays(image, labels)
     config = TrainConfig(steps=STEPS, preset="light", max_minutes=MAX_MINUTES, seed=0)
-    print(f"training the light preset on {len(TRAINING_SLICES)} slices of {SIDE_PX} px", flush=True)
+    print(
+        f"training the light preset on {len(TRAINING_SLICES)} slices of {SIDE_PX} px", flush=True
+    )
     started = time.perf_counter()
     result = run(data, config, report_every=100)
     path = result.save(starter_model_path())
