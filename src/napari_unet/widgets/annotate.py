@@ -8,37 +8,24 @@ from __future__ import annotations
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QPushButton, QSpinBox
 
 from napari_unet.core import annotations
-from napari_unet.widgets._common import fill_combo, layer_choices, layer_named, report_error
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._layers import go_to_plane, grid_problem, pixel_shape, plane_index
 
 REGIONS_LAYER = "training regions"
+labels_shape_for = pixel_shape  # the labels grid of an image layer (no RGB axis)
 
 
-def labels_shape_for(image_layer) -> tuple[int, ...]:
-    """The pixel grid of an image layer: its shape without an RGB(A) axis."""
-    shape = tuple(image_layer.data.shape)
-    return shape[:-1] if getattr(image_layer, "rgb", False) else shape
-
-
-class AnnotateDock(QWidget):
+class AnnotateDock(Dock):
     """Pick an image, attach or create its labels layer, paint cells, see what is annotated."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
+        self.labels_picker = self.picker("labels")
         self.create_button = QPushButton("Create labels layer")
         self.new_cell_button = QPushButton("New cell")
         self.new_cell_button.setToolTip("Select the next free label id and the paint brush")
@@ -51,24 +38,20 @@ class AnnotateDock(QWidget):
         self.regions_button.setToolTip(
             "Draw rectangles: only annotations inside them are used for training"
         )
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
+        form.addRow("Image", self.image_picker.native)
+        form.addRow("Labels", self.labels_picker.native)
         form.addRow("Brush size", self.brush_size)
         navigation = QHBoxLayout()
         navigation.addWidget(self.previous_button)
         navigation.addWidget(self.next_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.create_button)
-        layout.addWidget(self.new_cell_button)
-        layout.addLayout(navigation)
-        layout.addWidget(self.regions_button)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.body.addLayout(form)
+        self.body.addWidget(self.create_button)
+        self.body.addWidget(self.new_cell_button)
+        self.body.addLayout(navigation)
+        self.body.addWidget(self.regions_button)
+        self.end_body()
 
         # Recount at most every 200 ms while the user paints.
         self._recount_timer = QTimer(self)
@@ -83,28 +66,20 @@ class AnnotateDock(QWidget):
         self.previous_button.clicked.connect(lambda: self.jump(-1))
         self.next_button.clicked.connect(lambda: self.jump(+1))
         self.regions_button.clicked.connect(self.add_regions_layer)
-        self.image_combo.currentTextChanged.connect(lambda _: self._on_choice())
-        self.labels_combo.currentTextChanged.connect(lambda _: self._on_choice())
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self.viewer.layers.events.moved.connect(self._refresh_choices)
-        self._refresh_choices()
+        self.image_picker.changed.connect(self._on_choice)
+        self.labels_picker.changed.connect(self._on_choice)
+        self._on_choice()
 
     # --- layers -------------------------------------------------------------------
     @property
     def image_layer(self):
-        return layer_named(self.viewer, self.image_combo.currentText())
+        return self.image_picker.value
 
     @property
     def labels_layer(self):
-        return layer_named(self.viewer, self.labels_combo.currentText())
+        return self.labels_picker.value
 
-    def _refresh_choices(self, event=None) -> None:
-        for combo, kind in ((self.image_combo, "image"), (self.labels_combo, "labels")):
-            fill_combo(combo, layer_choices(self.viewer, kind))
-        self._on_choice()
-
-    def _on_choice(self) -> None:
+    def _on_choice(self, *args) -> None:
         self._watch(self.labels_layer)
         self.refresh_status()
 
@@ -114,11 +89,11 @@ class AnnotateDock(QWidget):
             return
         if self._watched is not None:
             for emitter in self._label_events(self._watched):
-                emitter.disconnect(self._schedule_recount)
+                self.unlisten(emitter, self._schedule_recount)
         self._watched = layer
         if layer is not None:
             for emitter in self._label_events(layer):
-                emitter.connect(self._schedule_recount)
+                self.listen(emitter, self._schedule_recount)
 
     @staticmethod
     def _label_events(layer):
@@ -131,6 +106,9 @@ class AnnotateDock(QWidget):
     def shape_problem(self) -> str | None:
         """Why the chosen labels layer cannot annotate the chosen image, or None."""
         image, labels = self.image_layer, self.labels_layer
+        for layer in (image, labels):
+            if layer is not None and grid_problem(layer):
+                return grid_problem(layer)
         if image is None or labels is None:
             return None
         expected = labels_shape_for(image)
@@ -145,12 +123,12 @@ class AnnotateDock(QWidget):
     def create_labels(self):
         """Add an empty labels layer matching the image; an existing one is attached, never replaced."""
         image = self.image_layer
-        if image is None:
-            report_error(ValueError("Open or choose an image layer first."))
+        if image is None or grid_problem(image):
+            report_error(ValueError(grid_problem(image) or "Open or choose an image layer first."))
             return None
         name = f"{image.name} annotations"
         if name in self.viewer.layers:
-            self.labels_combo.setCurrentText(name)
+            self.labels_picker.value = self.viewer.layers[name]
             self.status.setText(f"Using the existing layer {name!r}; nothing was overwritten.")
             return self.viewer.layers[name]
         data = np.zeros(labels_shape_for(image), dtype=np.uint32)
@@ -160,7 +138,7 @@ class AnnotateDock(QWidget):
             scale=image.scale[-data.ndim :],
             translate=image.translate[-data.ndim :],
         )
-        self.labels_combo.setCurrentText(name)
+        self.labels_picker.value = layer
         self.new_cell()
         return layer
 
@@ -184,7 +162,9 @@ class AnnotateDock(QWidget):
     # --- slices -------------------------------------------------------------------
     def summary(self) -> annotations.AnnotationSummary | None:
         layer = self.labels_layer
-        return None if layer is None else annotations.summarize(layer.data)
+        if layer is None or grid_problem(layer):
+            return None
+        return annotations.summarize(layer.data)
 
     def refresh_status(self) -> None:
         problem = self.shape_problem()
@@ -205,8 +185,8 @@ class AnnotateDock(QWidget):
         summary = self.summary()
         if summary is None or summary.n_slices == 1:
             return None
-        axis = self.viewer.dims.ndim - 3
-        current = int(self.viewer.dims.current_step[axis])
+        layer = self.labels_layer
+        (current,) = plane_index(self.viewer, layer)
         target = annotations.neighbour_slice(summary.annotated_slices, current, step)
         if target is None:
             self.status.setText(
@@ -218,7 +198,7 @@ class AnnotateDock(QWidget):
                 )
             )
             return None
-        self.viewer.dims.set_current_step(axis, target)
+        go_to_plane(self.viewer, layer, (target,))
         return target
 
     # --- regions ------------------------------------------------------------------
@@ -229,8 +209,14 @@ class AnnotateDock(QWidget):
         else:
             image = self.image_layer
             ndim = len(labels_shape_for(image)) if image is not None else 2
+            placed = (
+                {}
+                if image is None
+                else {"scale": image.scale[-ndim:], "translate": image.translate[-ndim:]}
+            )
             layer = self.viewer.add_shapes(
                 ndim=ndim,
+                **placed,
                 name=REGIONS_LAYER,
                 edge_color="yellow",
                 face_color=[1, 1, 0, 0.08],

@@ -29,21 +29,14 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_unet.core.annotations import Box, boxes_from_rectangles
 from napari_unet.core.io import InputError, check_same_shape
 from napari_unet.widgets import _session
-from napari_unet.widgets._common import (
-    fill_combo,
-    layer_choices,
-    layer_named,
-    report_error,
-    set_layer,
-    start_job,
-)
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._layers import grid_problem, set_layer
 
 MODELS = {  # model choice shown -> what training starts from
     "new light model": "light",
@@ -131,16 +124,21 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     return box
 
 
-class TrainDock(QWidget):
+class TrainDock(Dock):
     """Pick image, labels and regions; Start, watch the plot and preview; Save the model."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
-        self.regions_combo = QComboBox()
-        self.regions_combo.setToolTip("Rectangles drawn in the Annotate dock: train inside them")
+        from napari_unet.widgets.annotate import REGIONS_LAYER
+
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
+        self.labels_picker = self.picker("labels")
+        self.regions_picker = self.picker(
+            "shapes",
+            none=NO_REGIONS,
+            prefer=lambda x: x.name == REGIONS_LAYER,
+            tooltip="Rectangles drawn in the Annotate dock: train inside them",
+        )
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
@@ -169,17 +167,16 @@ class TrainDock(QWidget):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Train the model trained so far for more steps")
         self.save_button = QPushButton("Save…")
-        self.status = QLabel("Annotate a few cells, then press Start.")
-        self.status.setWordWrap(True)
+        self.status.setText("Annotate a few cells, then press Start.")
         self.figure, self.canvas, self.lines = self._make_plot()
 
         file_row = QHBoxLayout()
         file_row.addWidget(self.model_file)
         file_row.addWidget(self.browse_button)
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
-        form.addRow("Regions", self.regions_combo)
+        form.addRow("Image", self.image_picker.native)
+        form.addRow("Labels", self.labels_picker.native)
+        form.addRow("Regions", self.regions_picker.native)
         form.addRow("Model", self.model_combo)
         form.addRow("Model file", file_row)
         form.addRow("Steps", self.steps)
@@ -191,15 +188,11 @@ class TrainDock(QWidget):
         buttons = QHBoxLayout()
         for button in (self.start_button, self.stop_button, self.resume_button, self.save_button):
             buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.canvas)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.body.addLayout(form)
+        self.body.addLayout(buttons)
+        self.body.addWidget(self.canvas)
+        self.end_body()
 
-        self._worker = None
-        self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
         self._pbar = None
         self._finished: Finished | None = None  # the latest trained model
@@ -219,9 +212,6 @@ class TrainDock(QWidget):
         self.save_button.clicked.connect(self._ask_save)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self._refresh_choices()
         self._on_model_choice(self.model_combo.currentText())
         self._set_running(False)
         self._probe_gpu()
@@ -264,20 +254,8 @@ class TrainDock(QWidget):
 
     def _on_gpu_probe(self, has_cuda: bool) -> None:
         untouched = self.model_combo.currentText() == "new light model"
-        if has_cuda and untouched and self._worker is None:
+        if has_cuda and untouched and not self.jobs.busy:
             self.model_combo.setCurrentText("new paper-size model")
-
-    def _refresh_choices(self, event=None) -> None:
-        images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
-        fill_combo(self.image_combo, images)
-        fill_combo(self.labels_combo, layer_choices(self.viewer, "labels"))
-        shapes = layer_choices(self.viewer, "shapes")
-        from napari_unet.widgets.annotate import REGIONS_LAYER
-
-        previous = self.regions_combo.currentText()
-        fill_combo(self.regions_combo, [NO_REGIONS, *shapes])
-        if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
-            self.regions_combo.setCurrentText(REGIONS_LAYER)
 
     def _on_model_choice(self, text: str) -> None:
         from_file = MODELS.get(text) == "file"
@@ -329,40 +307,41 @@ class TrainDock(QWidget):
 
     def start(self, resume: bool = False) -> None:
         """Start training (or, with ``resume``, continue the latest model) in a worker."""
-        if self._worker is not None:
+        if self.jobs.busy:
             return
         try:
             job_args = self._job_arguments(resume)
         except InputError as exc:
             report_error(exc)
+            self.status.setText(str(exc))
             return
         if not resume:
             self._offset = 0
             self._best_iou, self._best_step = None, 0
             for values in self._history.values():
                 values.clear()
-        self._stop = threading.Event()
-        self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
-        self._worker = start_job(
+        # Closing the dock or the viewer stops the job (`JobSlot`); the best model is kept.
+        self.jobs.start(
             training_job,
             *job_args,
-            self._stop,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
         )
 
     def _job_arguments(self, resume: bool) -> tuple:
-        image_layer = layer_named(self.viewer, self.image_combo.currentText())
-        labels_layer = layer_named(self.viewer, self.labels_combo.currentText())
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
         if image_layer is None:
             raise InputError("Image: open an image to train on")
         if labels_layer is None:
             raise InputError("Labels: create a labels layer and paint a few cells first")
         if getattr(image_layer, "rgb", False):
             raise InputError(f"Image {image_layer.name!r} is RGB; the U-Net wants one channel")
+        for layer in (image_layer, labels_layer):
+            if grid_problem(layer):
+                raise InputError(grid_problem(layer))
         check_same_shape(
             image_layer.data.shape,
             labels_layer.data.shape,
@@ -370,9 +349,9 @@ class TrainDock(QWidget):
             labels=labels_layer.name,
         )
         labels = np.array(labels_layer.data)  # a copy: painting may go on while training
-        regions = layer_named(self.viewer, self.regions_combo.currentText())
+        regions = self.regions_picker.value
         boxes = None
-        if regions is not None and self.regions_combo.currentText() != NO_REGIONS:
+        if regions is not None:
             rectangles = [
                 data
                 for data, kind in zip(regions.data, regions.shape_type, strict=True)
@@ -393,8 +372,8 @@ class TrainDock(QWidget):
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
-        if self._worker is not None:
-            self._stop.set()
+        if self.jobs.busy:
+            self.jobs.cancel()
             self.status.setText("Stopping after the current step…")
 
     def _set_running(self, running: bool) -> None:
@@ -438,6 +417,8 @@ class TrainDock(QWidget):
         """Foreground probability of the held-out region, placed where it is in the image."""
         if event.preview is None or event.region is None or self._image_layer is None:
             return
+        if self._image_layer not in self.viewer.layers:
+            return  # deleted during training: nowhere to place the preview
         image_layer = self._image_layer
         slice_index, y0, x0, _, _ = event.region
         two_d = image_layer.ndim == 2
@@ -483,7 +464,6 @@ class TrainDock(QWidget):
         )
 
     def _on_finish(self) -> None:
-        self._worker = None
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -518,7 +498,3 @@ class TrainDock(QWidget):
             return None
         self.status.setText(f"Saved {written} ({time.perf_counter() - started:.1f} s).")
         return written
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        self._stop.set()
-        super().closeEvent(event)
