@@ -6,14 +6,24 @@ mode), counts what is annotated and moves between annotated slices.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QPushButton, QSpinBox
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox
 
-from napari_unet.core import annotations
+from napari_unet.core import annotations, project
+from napari_unet.core.io import InputError
+from napari_unet.widgets._autosave import autosave_for
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import report_error
-from napari_unet.widgets._layers import go_to_plane, grid_problem, pixel_shape, plane_index
+from napari_unet.widgets._layers import (
+    go_to_plane,
+    grid_problem,
+    kind_of,
+    pixel_shape,
+    plane_index,
+)
 
 REGIONS_LAYER = "training regions"
 labels_shape_for = pixel_shape  # the labels grid of an image layer (no RGB axis)
@@ -38,6 +48,12 @@ class AnnotateDock(Dock):
         self.regions_button.setToolTip(
             "Draw rectangles: only annotations inside them are used for training"
         )
+        self.autosave = autosave_for(self.viewer)
+        self.project_label = QLabel("")
+        self.project_label.setWordWrap(True)
+        self.folder_button = QPushButton("Project folder…")
+        self.folder_button.setToolTip("Where annotations and models are saved as you work")
+        self.restore_button = QPushButton("Restore saved annotations")
 
         form = QFormLayout()
         form.addRow("Image", self.image_picker.native)
@@ -51,6 +67,11 @@ class AnnotateDock(Dock):
         self.body.addWidget(self.new_cell_button)
         self.body.addLayout(navigation)
         self.body.addWidget(self.regions_button)
+        project_row = QHBoxLayout()
+        project_row.addWidget(self.folder_button)
+        project_row.addWidget(self.restore_button)
+        self.body.addLayout(project_row)
+        self.body.addWidget(self.project_label)
         self.end_body()
 
         # Recount at most every 200 ms while the user paints.
@@ -66,9 +87,15 @@ class AnnotateDock(Dock):
         self.previous_button.clicked.connect(lambda: self.jump(-1))
         self.next_button.clicked.connect(lambda: self.jump(+1))
         self.regions_button.clicked.connect(self.add_regions_layer)
+        self.folder_button.clicked.connect(self._ask_folder)
+        self.restore_button.clicked.connect(self.restore)
         self.image_picker.changed.connect(self._on_choice)
         self.labels_picker.changed.connect(self._on_choice)
+        self.listen(self.autosave.saved, self._on_saved)
+        self.listen(self.autosave.failed, self._on_save_failed)
+        self.listen(self.viewer.layers.events.inserted, self._offer_restore)
         self._on_choice()
+        self._offer_restore()
 
     # --- layers -------------------------------------------------------------------
     @property
@@ -82,6 +109,98 @@ class AnnotateDock(Dock):
     def _on_choice(self, *args) -> None:
         self._watch(self.labels_layer)
         self.refresh_status()
+        self._update_project()
+
+    # --- autosave and restore -------------------------------------------------------
+    def _update_project(self) -> None:
+        """Autosave the chosen labels into the image's project; say where."""
+        image, labels = self.image_layer, self.labels_layer
+        folder = self.autosave.folder(image)
+        if labels is not None and folder is not None and not self.shape_problem():
+            self.autosave.watch(labels, image)
+        if folder is None:
+            text = (
+                "Autosave off: this image has no file. Choose a project folder to keep your work."
+            )
+        else:
+            text = f"Autosave: {folder}"
+        self.project_label.setText(text)
+        self.restore_button.setEnabled(bool(self._restorable()))
+
+    def _restorable(self) -> list[str]:
+        folder = self.autosave.folder(self.image_layer)
+        if folder is None:
+            return []
+        return [n for n in project.saved_labels(folder) if n not in self.viewer.layers]
+
+    def _offer_restore(self, event=None) -> None:
+        """An image with saved annotations was opened: say so (Restore brings them back)."""
+        layer = getattr(event, "value", None) if event is not None else self.image_layer
+        if layer is None or kind_of(layer) != "image" or self.autosave.folder(layer) is None:
+            return
+        folder = self.autosave.folder(layer)
+        missing = [n for n in project.saved_labels(folder) if n not in self.viewer.layers]
+        if missing:
+            from napari.utils.notifications import show_info
+
+            show_info(
+                f"Saved annotations found for {layer.name!r} in {folder}: press "
+                "'Restore saved annotations' in the Annotate dock to bring them back."
+            )
+        self.restore_button.setEnabled(bool(self._restorable()))
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Project folder")
+        if folder:
+            self.choose_folder(folder)
+
+    def choose_folder(self, folder) -> None:
+        """Keep this image's work in ``folder`` (for images without a file, or elsewhere)."""
+        if self.image_layer is None:
+            report_error(InputError("Choose an image layer first."))
+            return
+        self.autosave.choose_folder(self.image_layer, folder)
+        self._update_project()
+
+    def restore(self) -> list:
+        """Add the saved annotation layers of this image that are not open (never overwrite)."""
+        image = self.image_layer
+        folder = self.autosave.folder(image)
+        if folder is None:
+            return []
+        try:
+            saved = project.load_labels(folder)
+        except InputError as exc:
+            report_error(exc)
+            return []
+        added, skipped = [], []
+        for name, data in saved.items():
+            if name in self.viewer.layers or data.shape != labels_shape_for(image):
+                skipped.append(name)
+                continue
+            added.append(
+                self.viewer.add_labels(
+                    data,
+                    name=name,
+                    scale=image.scale[-data.ndim :],
+                    translate=image.translate[-data.ndim :],
+                )
+            )
+        if added:
+            self.labels_picker.value = added[0]
+        note = f" (kept the open or differently shaped: {', '.join(skipped)})" if skipped else ""
+        self.status.setText(f"Restored {len(added)} annotation layer(s) from {folder}{note}.")
+        self.restore_button.setEnabled(bool(self._restorable()))
+        return added
+
+    def _on_saved(self, path: str) -> None:
+        folder = self.autosave.folder(self.image_layer)
+        if folder is not None:
+            self.project_label.setText(f"Autosave: {folder} (saved {time.strftime('%H:%M:%S')})")
+
+    def _on_save_failed(self, message: str) -> None:
+        self.project_label.setText(message)
+        report_error(InputError(message))
 
     def _watch(self, layer) -> None:
         """Recount when the chosen labels layer is painted or replaced."""

@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 from napari_unet.core.annotations import Box, boxes_from_rectangles
 from napari_unet.core.io import InputError, check_same_shape
 from napari_unet.widgets import _session
+from napari_unet.widgets._autosave import autosave_for
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import report_error
 from napari_unet.widgets._layers import grid_problem, set_layer
@@ -105,6 +106,23 @@ def training_job(
         best_iou=result.best_iou,
         stopped=stop.is_set() or result.stopped_early,
     )
+
+
+def train_and_keep(
+    *job_args: Any, stop: threading.Event, folder: Path | None = None
+) -> Generator[Any, None, Finished | None]:
+    """`training_job`, then the best model and the settings go into the project folder.
+
+    Runs in the worker thread, so the model is kept even when the viewer was closed
+    during training (closing stops it after the current step).
+    """
+    from napari_unet.core import project
+
+    finished = yield from training_job(*job_args, stop=stop)
+    if finished is not None and folder is not None:
+        project.save_model(folder, finished.net, finished.metadata)
+        project.save_settings(folder, {"training": job_args[3]})
+    return finished
 
 
 def _cuda_available() -> bool:
@@ -194,6 +212,7 @@ class TrainDock(Dock):
         self.end_body()
 
         self._image_layer = None  # the image of the running training (preview placement)
+        self._project: Path | None = None  # where the model is kept (`core.project`)
         self._pbar = None
         self._finished: Finished | None = None  # the latest trained model
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
@@ -324,8 +343,9 @@ class TrainDock(Dock):
         self.status.setText("Preparing the training data (targets and weight maps)…")
         # Closing the dock or the viewer stops the job (`JobSlot`); the best model is kept.
         self.jobs.start(
-            training_job,
+            train_and_keep,
             *job_args,
+            folder=self._project,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
@@ -367,6 +387,8 @@ class TrainDock(Dock):
         else:
             preset, start_from = self._start_from()
         self._image_layer = image_layer
+        # The annotations trained on are autosaved, and the model kept, in the project.
+        self._project = autosave_for(self.viewer).watch(labels_layer, image_layer)
         image = np.asarray(image_layer.data)
         return image, labels, boxes, self._settings(preset), start_from
 
@@ -461,6 +483,7 @@ class TrainDock(Dock):
             f"Training {how} after {self._offset + finished.steps_done} steps. The best "
             f"model (step {self._offset + finished.best_step}{score}) is now the current "
             "model for the Predict dock; Save keeps it."
+            + ("" if self._project is None else f" A copy is in {self._project}.")
         )
 
     def _on_finish(self) -> None:
