@@ -43,7 +43,7 @@ class Autosave(QObject):
     def __init__(self):
         super().__init__()
         self._chosen: dict[int, Path] = {}  # id(image layer) -> folder chosen by the user
-        # id(labels layer) -> (labels layer, folder, debounce timer, image layer)
+        # id(labels layer) -> (labels layer, folder, debounce timer, image layer, callback)
         self._watched: dict[int, tuple] = {}
 
     def folder(self, image_layer) -> Path | None:
@@ -57,7 +57,7 @@ class Autosave(QObject):
 
     def choose_folder(self, image_layer, folder: str | Path) -> None:
         self._chosen[id(image_layer)] = Path(folder)
-        for layer, _, _, image in list(self._watched.values()):
+        for layer, _, _, image, _ in list(self._watched.values()):
             if image is image_layer:
                 self.watch(layer, image_layer)
 
@@ -71,20 +71,21 @@ class Autosave(QObject):
         timer.setSingleShot(True)
         timer.setInterval(DELAY_MS)
         timer.timeout.connect(lambda: self.save_now(labels_layer))
-        labels_layer.events.paint.connect(timer.start)
-        labels_layer.events.data.connect(timer.start)
-        self._watched[id(labels_layer)] = (labels_layer, folder, timer, image_layer)
+        restart = lambda *_: timer.start()  # noqa: E731
+        labels_layer.events.paint.connect(restart)
+        labels_layer.events.data.connect(restart)
+        self._watched[id(labels_layer)] = (labels_layer, folder, timer, image_layer, restart)
         return folder
 
     def unwatch(self, labels_layer) -> None:
         entry = self._watched.pop(id(labels_layer), None)
         if entry is None:
             return
-        layer, folder, timer, _ = entry
+        layer, folder, timer, _, restart = entry
         if timer.isActive():  # a stroke waits to be saved: nothing is lost
             self.save_now(layer, folder=folder)
-        layer.events.paint.disconnect(timer.start)
-        layer.events.data.disconnect(timer.start)
+        layer.events.paint.disconnect(restart)
+        layer.events.data.disconnect(restart)
         timer.stop()
         timer.deleteLater()
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Generator
 from typing import Any
 
-from napari.qt.threading import thread_worker
+from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error
 
 from napari_unet.core.io import InputError
@@ -47,6 +47,16 @@ def _drive(function: Callable[..., Any], stop: threading.Event, args, kwargs) ->
         return None
     finally:
         job.close()
+
+
+class _Worker(GeneratorWorker):
+    """A worker whose ``quit`` (also napari's own cancel, e.g. on closing the window)
+    sets the job's stop event instead of abandoning the generator mid-way."""
+
+    stop: threading.Event
+
+    def quit(self) -> None:
+        self.stop.set()
 
 
 class JobSlot:
@@ -89,9 +99,18 @@ class JobSlot:
         fresh = self._fresh
         progress = {"total": progress_total, "desc": progress_desc} if progress_total else None
         # ignore_errors: errors are shown once by `_error`, not re-raised with a traceback.
-        worker = thread_worker(_drive, progress=progress, start_thread=False, ignore_errors=True)(
-            function, stop, args, kwargs
+        worker = create_worker(
+            _drive,
+            function,
+            stop,
+            args,
+            kwargs,
+            _start_thread=False,
+            _progress=progress,
+            _worker_class=_Worker,
+            _ignore_errors=True,
         )
+        worker.stop = stop
         if on_yield is not None:
             worker.yielded.connect(lambda value: fresh(ticket) and on_yield(value))
         if on_return is not None:

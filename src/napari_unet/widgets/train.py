@@ -388,7 +388,9 @@ class TrainDock(Dock):
             preset, start_from = self._start_from()
         self._image_layer = image_layer
         # The annotations trained on are autosaved, and the model kept, in the project.
-        self._project = autosave_for(self.viewer).watch(labels_layer, image_layer)
+        autosave = autosave_for(self.viewer)
+        self._project = autosave.watch(labels_layer, image_layer)
+        autosave.save_now(labels_layer)
         image = np.asarray(image_layer.data)
         return image, labels, boxes, self._settings(preset), start_from
 
