@@ -176,3 +176,27 @@ def test_three_docks_open_fit_a_1000_px_screen(make_napari_viewer, qtbot):
     qtbot.wait(200)
     assert window.minimumSizeHint().height() <= 1000
     assert window.height() <= 1000
+
+
+def test_the_demo_opens_all_six_docks_as_readable_tabs(make_napari_viewer, qtbot):
+    from npe2 import PluginManifest
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QTabWidget
+
+    from napari_unet.demo import arrange
+    from napari_unet.widgets._dock import Dock
+
+    viewer = make_napari_viewer()
+    names = [
+        w.display_name
+        for w in PluginManifest.from_distribution("napari-unet").contributions.widgets
+    ]
+    opened = [
+        viewer.window.add_plugin_dock_widget("napari-unet", name, tabify=True) for name in names
+    ]
+    assert all(isinstance(widget, Dock) for _, widget in opened)
+    arrange([dock_widget for dock_widget, _ in opened])
+    assert [dock_widget.windowTitle() for dock_widget, _ in opened] == names
+    window = opened[0][0].parentWidget()
+    east = QTabWidget.TabPosition.East
+    assert window.tabPosition(Qt.DockWidgetArea.RightDockWidgetArea) == east

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from magicgui.widgets import ComboBox
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from napari_unet.widgets._jobs import JobSlot
@@ -27,9 +27,10 @@ class Dock(QWidget):
         self._docked = False
         inner = QWidget()
         self.body = QVBoxLayout(inner)
-        scroll = QScrollArea()
+        self._scroll = scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(inner)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -41,6 +42,12 @@ class Dock(QWidget):
         """The status line last, then stretch (controls stay at the top)."""
         self.body.addWidget(self.status)
         self.body.addStretch(1)
+        self.fit_width()
+
+    def fit_width(self) -> None:
+        """As wide as the controls need: the dock scrolls up and down, never sideways."""
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        self.setMinimumWidth(self._scroll.widget().minimumSizeHint().width() + bar)
 
     # --- viewer connections -------------------------------------------------------------
 

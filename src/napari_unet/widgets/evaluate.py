@@ -78,6 +78,7 @@ class EvaluateDock(Dock):
         self.figure, self.canvas = self._make_plot()
         self.body.addWidget(self.canvas)
         self.body.addStretch(1)
+        self.fit_width()
 
         self.evaluation: metrics.Evaluation | None = None
         self._error_index = -1
@@ -124,6 +125,11 @@ class EvaluateDock(Dock):
         """Warn as soon as the same layer is picked twice (the score would be a perfect 1)."""
         problem = self._pair_problem()
         same = problem is not None and "same layer" in problem
+        if same and len(self.truth_picker.choices) < 2:
+            problem = (
+                "Evaluate needs two labels layers: a prediction (Predict dock) and a "
+                "ground truth (e.g. your annotations)."
+            )
         self.status.setText(problem if same else "")
         self.evaluate_button.setEnabled(not same and not self.jobs.busy)
 
