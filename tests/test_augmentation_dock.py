@@ -54,6 +54,7 @@ def test_preview_makes_a_gallery_of_n_samples_with_grid(viewer_with_cells, qtbot
     assert "5 samples" in dock.status.text()
 
 
+@pytest.mark.slow
 def test_reseed_draws_new_samples_and_switching_off_gives_the_original(viewer_with_cells, qtbot):
     viewer = viewer_with_cells
     dock = AugmentationDock(viewer)

@@ -276,3 +276,22 @@ def test_closing_the_viewer_during_prediction_stops_cleanly(make_napari_viewer, 
     qtbot.waitUntil(lambda: jobs.busy, timeout=TIMEOUT_MS)
     viewer.close()
     qtbot.waitUntil(lambda: not jobs.busy, timeout=TIMEOUT_MS)
+
+
+def test_empty_layers_give_an_empty_result_not_an_error(make_napari_viewer, qtbot):
+    """A blank image and blank labels: 0 cells, a flat gallery, a perfect empty score."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="blank")
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="ground truth")
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="prediction")
+    _session.set_current_model(threshold_unet(), METADATA)
+    predict = PredictDock(viewer)
+    _run(predict, qtbot)
+    assert "0 cells" in predict.status.text()
+    assert not viewer.layers["blank U-Net labels"].data.any()
+    augment = AugmentationDock(viewer)
+    _run(augment, qtbot)
+    assert "samples of 'blank'" in augment.status.text()
+    evaluate = EvaluateDock(viewer)
+    _run(evaluate, qtbot)
+    assert "0 missed, 0 extra" in evaluate.status.text()

@@ -23,7 +23,9 @@ def autosave_for(viewer) -> Autosave:
     """The viewer's autosave (made on first use, forgotten with the viewer)."""
     key = id(viewer)
     if key not in _per_viewer:
-        _per_viewer[key] = Autosave()
+        autosave = _per_viewer[key] = Autosave()
+        # A deleted layer is no longer watched (a stroke still pending is saved first).
+        viewer.layers.events.removed.connect(lambda event: autosave.unwatch(event.value))
         weakref.finalize(viewer, _per_viewer.pop, key, None)
     return _per_viewer[key]
 

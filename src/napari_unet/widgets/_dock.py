@@ -8,7 +8,15 @@ from typing import Any
 
 from magicgui.widgets import ComboBox
 from qtpy.QtCore import QEvent, Qt
-from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_unet.widgets._jobs import JobSlot
 from napari_unet.widgets._layers import layer_picker
@@ -37,6 +45,26 @@ class Dock(QWidget):
         outer.addWidget(scroll)
         connections = self._connections
         self.destroyed.connect(lambda *_: _disconnect_all(connections))
+
+    def add_form(self, *rows) -> QFormLayout:
+        """Labelled rows ``(label, widget)`` (a widget, layout or magicgui widget); a
+        bare widget spans the row."""
+        form = QFormLayout()
+        for row in rows:
+            if isinstance(row, tuple):
+                form.addRow(row[0], _native(row[1]))
+            else:
+                form.addRow(_native(row))
+        self.body.addLayout(form)
+        return form
+
+    def add_row(self, *widgets) -> QHBoxLayout:
+        """Widgets side by side (buttons)."""
+        row = QHBoxLayout()
+        for widget in widgets:
+            row.addWidget(_native(widget))
+        self.body.addLayout(row)
+        return row
 
     def end_body(self) -> None:
         """The status line last, then stretch (controls stay at the top)."""
@@ -86,6 +114,10 @@ class Dock(QWidget):
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         self.release()
         super().closeEvent(event)
+
+
+def _native(widget):
+    return getattr(widget, "native", widget)  # magicgui widgets wrap a Qt one
 
 
 def _disconnect_all(connections: list) -> None:

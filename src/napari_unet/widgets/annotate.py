@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox
+from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton, QSpinBox
 
 from napari_unet.core import annotations, project
 from napari_unet.core.io import InputError
@@ -55,22 +55,16 @@ class AnnotateDock(Dock):
         self.folder_button.setToolTip("Where annotations and models are saved as you work")
         self.restore_button = QPushButton("Restore saved annotations")
 
-        form = QFormLayout()
-        form.addRow("Image", self.image_picker.native)
-        form.addRow("Labels", self.labels_picker.native)
-        form.addRow("Brush size", self.brush_size)
-        navigation = QHBoxLayout()
-        navigation.addWidget(self.previous_button)
-        navigation.addWidget(self.next_button)
-        self.body.addLayout(form)
+        self.add_form(
+            ("Image", self.image_picker),
+            ("Labels", self.labels_picker),
+            ("Brush size", self.brush_size),
+        )
         self.body.addWidget(self.create_button)
         self.body.addWidget(self.new_cell_button)
-        self.body.addLayout(navigation)
+        self.add_row(self.previous_button, self.next_button)
         self.body.addWidget(self.regions_button)
-        project_row = QHBoxLayout()
-        project_row.addWidget(self.folder_button)
-        project_row.addWidget(self.restore_button)
-        self.body.addLayout(project_row)
+        self.add_row(self.folder_button, self.restore_button)
         self.body.addWidget(self.project_label)
         self.end_body()
 

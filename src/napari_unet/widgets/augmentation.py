@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QPushButton, QSpinBox
+from qtpy.QtWidgets import QCheckBox, QPushButton, QSpinBox
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core.augment import GRID, SIGMA_PX, AugmentConfig, Gallery, gallery
@@ -81,27 +81,24 @@ class AugmentationDock(Dock):
         self.reseed_button = QPushButton("Reseed")
         self.reseed_button.setToolTip("Draw new random samples")
 
-        form = QFormLayout()
-        form.addRow("Image", self.image_picker.native)
-        form.addRow("Labels", self.labels_picker.native)
-        form.addRow(self.elastic)
-        form.addRow("Grid nodes", self.grid)
-        form.addRow("Sigma (px)", self.sigma)
-        form.addRow(self.flips)
-        form.addRow(self.rot90)
-        form.addRow("Rotation (°)", self.rotate)
-        form.addRow("Zoom ±", self.zoom)
-        form.addRow("Gain ±", self.gain)
-        form.addRow("Offset ±", self.offset)
-        form.addRow("Gamma ±", self.gamma)
-        form.addRow("Noise std", self.noise)
-        form.addRow("Blur (px)", self.blur)
-        form.addRow("Samples", self.n_samples)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.preview_button)
-        buttons.addWidget(self.reseed_button)
-        self.body.addLayout(form)
-        self.body.addLayout(buttons)
+        self.add_form(
+            ("Image", self.image_picker),
+            ("Labels", self.labels_picker),
+            self.elastic,
+            ("Grid nodes", self.grid),
+            ("Sigma (px)", self.sigma),
+            self.flips,
+            self.rot90,
+            ("Rotation (°)", self.rotate),
+            ("Zoom ±", self.zoom),
+            ("Gain ±", self.gain),
+            ("Offset ±", self.offset),
+            ("Gamma ±", self.gamma),
+            ("Noise std", self.noise),
+            ("Blur (px)", self.blur),
+            ("Samples", self.n_samples),
+        )
+        self.add_row(self.preview_button, self.reseed_button)
         self.end_body()
 
         # Once a gallery is shown, parameter changes refresh it (gathered for 150 ms).

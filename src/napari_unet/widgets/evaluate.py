@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import (
     QComboBox,
-    QFormLayout,
-    QHBoxLayout,
     QLabel,
     QPushButton,
     QTableWidget,
@@ -64,15 +62,12 @@ class EvaluateDock(Dock):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setMinimumHeight(220)
 
-        form = QFormLayout()
-        form.addRow("Prediction", self.prediction_picker.native)
-        form.addRow("Ground truth", self.truth_picker.native)
-        form.addRow("Score", self.scope_combo)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.evaluate_button)
-        buttons.addWidget(self.next_error_button)
-        self.body.addLayout(form)
-        self.body.addLayout(buttons)
+        self.add_form(
+            ("Prediction", self.prediction_picker),
+            ("Ground truth", self.truth_picker),
+            ("Score", self.scope_combo),
+        )
+        self.add_row(self.evaluate_button, self.next_error_button)
         self.body.addWidget(self.status)
         self.body.addWidget(self.table)
         self.figure, self.canvas = self._make_plot()

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QCheckBox, QFormLayout
+from qtpy.QtWidgets import QCheckBox
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core import weights
@@ -46,11 +46,7 @@ class WeightMapDock(Dock):
         self.balance.setChecked(True)
         self.all_slices = QCheckBox("All slices of a stack (else the current one)")
 
-        form = QFormLayout()
-        form.addRow("Labels", self.labels_picker.native)
-        form.addRow("w0", self.w0)
-        form.addRow("sigma (px)", self.sigma)
-        self.body.addLayout(form)
+        self.add_form(("Labels", self.labels_picker), ("w0", self.w0), ("sigma (px)", self.sigma))
         self.body.addWidget(self.balance)
         self.body.addWidget(self.all_slices)
         self.end_body()
