@@ -23,16 +23,29 @@ def drive(
 ) -> Any:
     """Pull a core generator to its end under a tqdm bar; returns the generator's return value.
 
+    The bar opens at the first event, so input errors found before any work print alone.
     ``on_event(event, bar)`` may update the bar's postfix (loss, IoU, ...).
     """
     from tqdm import tqdm
 
     from napari_unet.core.events import run_to_end
 
-    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
+    bar = None
+
+    def handle(event: Any) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
         if on_event is None:
-            return run_to_end(events, lambda event: bar.update(1))
-        return run_to_end(events, lambda event: on_event(event, bar))
+            bar.update(1)
+        else:
+            on_event(event, bar)
+
+    try:
+        return run_to_end(events, handle)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +159,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.core import checkpoint, io, predict
 
-    net, metadata = checkpoint.load(args.model)
+    checkpoint.read_metadata(args.model)  # a bad model file fails before any progress bar
     image = io.read(args.image)
     config = predict.PredictConfig(
         tile_size=args.tile_size,
@@ -157,8 +170,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         min_size_px=args.min_size,
         split_merged=args.split_merged,
     )
-    events = predict.predict_image(
-        net, metadata, image, config, keep_foreground=bool(args.probabilities), name=args.image
+    events = predict.prediction_job(
+        args.model, image, config, keep_foreground=bool(args.probabilities), name=args.image
     )
 
     def on_event(event, bar) -> None:
@@ -201,7 +214,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from napari_unet.core import checkpoint, io, train
     from napari_unet.core.augment import AugmentConfig
-    from napari_unet.core.data import TrainingData
     from napari_unet.core.device import resolve_device
     from napari_unet.core.model import default_preset
 
@@ -213,7 +225,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         checkpoint.read_metadata(args.start)  # a bad model file fails before any progress bar
     image, labels = io.read(args.image), io.as_labels(io.read(args.labels), name=args.labels)
     io.check_same_shape(image.shape, labels.shape, image=args.image, labels=args.labels)
-    data = TrainingData.from_arrays(image, labels)
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":
         max_minutes = CPU_MAX_MINUTES
@@ -232,7 +243,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     result = train.TrainResult()
-    events = train.train(data, config, net=args.start, result=result)
+    events = train.training_job(image, labels, config, start_from=args.start, result=result)
     postfix: dict[str, str] = {}
 
     def on_event(event, bar) -> None:
@@ -245,16 +256,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix(postfix, refresh=False)
 
     try:
-        drive(events, config.steps, "train", on_event)
+        trained = drive(events, config.steps, "train", on_event)
     except KeyboardInterrupt:
-        events.close()  # keeps the best model so far
-        if result.best_state is None:
+        events.close()
+        trained = result.trained(stopped=True)  # the best model so far
+        if trained is None:
             raise
-    result.save(output)
-    iou = "" if result.best_iou is None else f", validation IoU {result.best_iou:.3f}"
-    stop = " (stopped early)" if result.stopped_early else ""
+    trained.save(output)
+    iou = "" if trained.best_iou is None else f", validation IoU {trained.best_iou:.3f}"
+    stop = " (stopped early)" if trained.stopped else ""
     print(
-        f"saved {output}: best at step {result.best_step} of {result.steps_done}{stop}{iou}",
+        f"saved {output}: best at step {trained.best_step} of {trained.steps_done}{stop}{iou}",
         file=sys.stderr,
     )
     return 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +31,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.annotations import Box, boxes_from_rectangles
+from napari_unet.core.annotations import boxes_from_rectangles
 from napari_unet.core.io import InputError, check_same_shape
 from napari_unet.widgets import _session
 from napari_unet.widgets._common import (
+    core_job,
     fill_combo,
     layer_choices,
     layer_named,
@@ -56,62 +55,7 @@ NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
 AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Training ended (or was stopped): a CPU copy of the best net and its metadata."""
-
-    net: Any  # UNet in eval mode
-    metadata: dict
-    steps_done: int
-    best_step: int
-    best_iou: float | None
-    stopped: bool
-
-
-def training_job(
-    image: np.ndarray,
-    labels: np.ndarray,
-    boxes: list[Box] | None,
-    settings: dict[str, Any],
-    start_from: Any,
-    stop: threading.Event,
-) -> Generator[Any, None, Finished | None]:
-    """Build the training data, then train; ``stop`` ends it after the current step.
-
-    ``start_from``: None (new model of ``settings["preset"]``), a model file, or a UNet
-    (copied, so a model published to the session is never changed in place).
-    """
-    import copy
-
-    from napari_unet.core.data import TrainingData
-    from napari_unet.core.train import TrainConfig, TrainResult, train
-
-    config = TrainConfig(**settings)
-    config.check()
-    data = TrainingData.from_arrays(image, labels, regions=boxes)
-    if stop.is_set():
-        return None
-    if start_from is not None and not isinstance(start_from, str | Path):
-        start_from = copy.deepcopy(start_from)
-    result = TrainResult()
-    job = train(data, config, net=start_from, result=result)
-    for event in job:
-        yield event
-        if stop.is_set():
-            job.close()  # the core keeps the best model so far
-            break
-    if result.best_state is None:
-        return None
-    return Finished(
-        net=result.best_net(),
-        metadata={"architecture": dict(result.config), **result.metadata},
-        steps_done=result.steps_done,
-        best_step=result.best_step,
-        best_iou=result.best_iou,
-        stopped=stop.is_set() or result.stopped_early,
-    )
+TRAINING_JOB = core_job("napari_unet.core.train:training_job")
 
 
 def _cuda_available() -> bool:
@@ -202,7 +146,7 @@ class TrainDock(QWidget):
         self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
         self._pbar = None
-        self._finished: Finished | None = None  # the latest trained model
+        self._finished = None  # the latest trained model (`core.train.Trained`)
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
         self._best_iou: float | None = None
         self._best_step = 0
@@ -346,9 +290,9 @@ class TrainDock(QWidget):
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
         self._worker = start_job(
-            training_job,
+            TRAINING_JOB,
             *job_args,
-            self._stop,
+            stop=self._stop,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
@@ -389,7 +333,7 @@ class TrainDock(QWidget):
             preset, start_from = self._start_from()
         self._image_layer = image_layer
         image = np.asarray(image_layer.data)
-        return image, labels, boxes, self._settings(preset), start_from
+        return image, labels, self._settings(preset), start_from, boxes
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
@@ -468,7 +412,7 @@ class TrainDock(QWidget):
         loss_axes.autoscale_view()
         self.canvas.draw_idle()
 
-    def _on_return(self, finished: Finished | None) -> None:
+    def _on_return(self, finished) -> None:
         if finished is None:
             self.status.setText("Stopped before training began.")
             return
