@@ -133,3 +133,27 @@ def test_setting_stop_ends_the_job_after_the_current_step_with_the_best_model():
     assert [type(e).__name__ for e in seen] == ["Step"]
     assert trained.stopped and trained.steps_done == 1 and not trained.net.training
     assert trained.metadata["training"]["stopped_early"]
+
+
+def test_the_cli_and_the_train_dock_offer_the_preset_tables(make_napari_viewer):
+    import argparse
+
+    from napari_unet._cli import build_parser
+    from napari_unet.core.presets import DEVICES, MODEL_PRESETS, OPTIMIZERS
+    from napari_unet.widgets.train import MODELS, TrainDock, new_model_choice
+
+    commands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    train_options = {a.dest: a for a in commands.choices["train"]._actions}
+    assert list(train_options["preset"].choices) == list(MODEL_PRESETS)
+    assert list(train_options["optimizer"].choices) == list(OPTIMIZERS)
+    for command in ("train", "predict"):
+        help_text = {a.dest: a.help for a in commands.choices[command]._actions}["device"]
+        assert all(name in help_text for name in DEVICES)
+
+    dock = TrainDock(make_napari_viewer())
+    offered = [dock.model_combo.itemText(i) for i in range(dock.model_combo.count())]
+    assert offered[: len(MODEL_PRESETS)] == [new_model_choice(p) for p in MODEL_PRESETS]
+    assert [MODELS[text] for text in offered[: len(MODEL_PRESETS)]] == list(MODEL_PRESETS)
+    assert [dock.device.itemText(i) for i in range(dock.device.count())] == list(DEVICES)

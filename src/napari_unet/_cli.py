@@ -13,6 +13,17 @@ from typing import Any
 
 from napari_unet import __version__
 from napari_unet.core.io import InputError
+from napari_unet.core.presets import (
+    ADAMW,
+    AUTO,
+    DEFAULT_LR,
+    DEVICES,
+    MODEL_PRESETS,
+    OPTIMIZERS,
+    PAPER,
+    SGD,
+    default_preset,
+)
 
 
 def drive(
@@ -78,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 # --- subcommands -------------------------------------------------------------------
 # One section per feature: `_add_<name>(parser)` declares its arguments, `_cmd_<name>(args)`
 # runs it and returns the exit code. Import torch-heavy modules inside `_cmd_<name>`.
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    # no choices=: "cuda:1" picks a GPU (`device.resolve_device` checks the name)
+    p.add_argument("--device", default=AUTO, help=f"{', '.join(DEVICES)} (default: %(default)s)")
 
 
 def _add_weights(p: argparse.ArgumentParser) -> None:
@@ -153,7 +169,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
     p.add_argument("--split-merged", action="store_true", help="watershed-split merged cells")
     p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_device(p)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -193,14 +209,15 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     p.add_argument("--steps", type=int, help="optimiser steps (default: by model preset)")
     p.add_argument("--max-minutes", type=float, help="stop early, keep the best (CPU: 8.5)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--from", dest="start", metavar="MODEL", help="fine-tune this model file")
-    p.add_argument("--preset", choices=("light", "paper"), help="new model (CUDA: paper)")
+    p.add_argument("--preset", choices=MODEL_PRESETS, help=f"new model (CUDA: {PAPER})")
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (rounded to valid)")
     p.add_argument("--batch-size", type=int, help="tiles per step")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 AdamW, 1e-2 SGD)")
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: paper")
+    lr = ", ".join(f"{v:g} {k}" for k, v in DEFAULT_LR.items())
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default: {lr})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=ADAMW, help=f"{SGD}: paper")
     p.add_argument("--validate-every", type=int, help="steps between validations")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
@@ -215,7 +232,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unet.core import checkpoint, io, train
     from napari_unet.core.augment import AugmentConfig
     from napari_unet.core.device import resolve_device
-    from napari_unet.core.model import default_preset
 
     output = Path(args.output)
     if output.suffix != ".safetensors":

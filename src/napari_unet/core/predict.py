@@ -19,6 +19,7 @@ import numpy as np
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError, as_image
 from napari_unet.core.normalize import PERCENTILES, normalize
+from napari_unet.core.presets import AUTO
 
 # Slices read (evenly spaced) to measure a stack's intensity range without loading it all.
 RANGE_SAMPLE_SLICES = 8
@@ -30,7 +31,7 @@ class PredictConfig:
 
     tile_size: int | None = None  # input tile edge, pixels
     batch_size: int | None = None
-    device: str = "auto"
+    device: str = AUTO
     tta: bool = False  # average over the 8 flips/rotations (8x slower)
     threshold: float = postprocess.THRESHOLD
     min_size_px: int = postprocess.MIN_SIZE_PX

@@ -28,27 +28,27 @@ from napari_unet.core.augment import AugmentConfig, augment
 from napari_unet.core.data import TileSampler, TrainingData
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
 from napari_unet.core.io import InputError
-from napari_unet.core.model import PRESETS, UNet, default_preset
+from napari_unet.core.model import UNet, check_preset
+from napari_unet.core.presets import (
+    ADAMW,
+    AUTO,
+    DEFAULT_LR,
+    LIGHT,
+    MODEL_PRESETS,
+    OPTIMIZERS,
+    PAPER,
+    SGD,
+    TRAINING_PRESETS,
+    default_preset,
+)
 
 # Ronneberger et al. 2015, section 3: SGD with momentum 0.99 (many earlier samples
 # steer each update), batch 1 of large tiles.
 PAPER_MOMENTUM = 0.99
-OPTIMIZERS = ("adamw", "sgd")
-DEFAULT_LR = {"adamw": 2e-3, "sgd": 1e-2}
 WARMUP_FRACTION = 0.05  # linear warm-up, then cosine decay to FINAL_LR_FRACTION * lr
 FINAL_LR_FRACTION = 0.02
 PROBABILITY_FLOOR = 1e-7  # log(0) guard when a loss is computed from probabilities
 VALIDATION_TILE_PX = 348  # input tile side when predicting the hold-out (few, large tiles)
-
-# Per-preset defaults (chosen by benchmarks/bench_train.py and bench_accuracy.py): input
-# tile side (pixels), tiles per step and steps. The light model does ~25 steps/s on 2
-# free CPU cores, so 5000 steps take ~4-5 minutes; measured against 2500 steps they
-# raise AP@0.9 on synthetic cells from 0.89 to 0.92. `max_minutes` keeps a slower or
-# busy machine within 10 minutes.
-PRESET_TRAINING: dict[str, dict[str, Any]] = {
-    "light": {"tile_size": 188, "batch_size": 1, "steps": 5000, "validate_every": 250},
-    "paper": {"tile_size": 572, "batch_size": 4, "steps": 3000, "validate_every": 200},
-}
 
 
 @dataclass(frozen=True)
@@ -77,32 +77,32 @@ class Validation:
 
 @dataclass
 class TrainConfig:
-    """Training settings; ``None`` means the preset's default (see `PRESET_TRAINING`)."""
+    """Training settings; ``None`` means the preset's default (`presets.TRAINING_PRESETS`)."""
 
     steps: int | None = None
     preset: str | None = None  # new model size; None: by device (ignored when a net is given)
     tile_size: int | None = None  # input tile side in pixels, rounded to a valid size
     batch_size: int | None = None
     lr: float | None = None
-    optimizer: str = "adamw"  # or "sgd" (the paper's, momentum 0.99)
+    optimizer: str = ADAMW  # or SGD (the paper's, momentum 0.99); see `presets.OPTIMIZERS`
     weight_decay: float = 1e-4
     validate_every: int | None = None  # steps; also after the first and the last step
     max_minutes: float | None = None  # stop early after this long (keeps the best)
-    device: str = "auto"
+    device: str = AUTO
     seed: int | None = 0
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: off
     compile: bool = False  # torch.compile on CUDA (slow first steps, faster after)
 
     def resolved(self, preset: str) -> TrainConfig:
         """A copy with every ``None`` default filled in from the preset's defaults."""
-        defaults = PRESET_TRAINING.get(preset, PRESET_TRAINING["light"])
+        self.check()
+        defaults = TRAINING_PRESETS.get(preset, TRAINING_PRESETS[LIGHT])
         out = copy.copy(self)
         for name in ("steps", "tile_size", "batch_size", "validate_every"):
             if getattr(out, name) is None:
                 setattr(out, name, defaults[name])
         if out.lr is None:
-            out.lr = DEFAULT_LR.get(out.optimizer, 1e-3)
-        out.check()
+            out.lr = DEFAULT_LR[out.optimizer]
         return out
 
     def check(self) -> None:
@@ -202,13 +202,12 @@ def _initial_net(
         previous = meta.get("training", {})
         parent = {"from": path.name, "from_steps": previous.get("steps_done", 0)}
     elif net is None:
-        if cfg.preset not in PRESETS:
-            raise InputError(
-                f"Unknown model preset {cfg.preset!r}; choose one of {sorted(PRESETS)}"
-            )
+        check_preset(cfg.preset)
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
-        net = UNet(in_channels=data.in_channels, n_classes=data.n_classes, **PRESETS[cfg.preset])
+        net = UNet(
+            in_channels=data.in_channels, n_classes=data.n_classes, **MODEL_PRESETS[cfg.preset]
+        )
     net = getattr(net, "_orig_mod", net)
     if net.in_channels != data.in_channels:
         raise InputError(
@@ -224,10 +223,10 @@ def _initial_net(
 
 
 def _preset_of(net: UNet) -> str:
-    for name, kwargs in PRESETS.items():
+    for name, kwargs in MODEL_PRESETS.items():
         if all(net.config.get(k) == v for k, v in kwargs.items()):
             return name
-    return "light" if net.config["base_channels"] < 64 else "paper"
+    return LIGHT if net.config["base_channels"] < MODEL_PRESETS[PAPER]["base_channels"] else PAPER
 
 
 def _tile_sizes(net: UNet, tile_size: int) -> tuple[int, int]:
@@ -271,7 +270,7 @@ def probability_loss(probs: np.ndarray, target: np.ndarray, weights: np.ndarray)
 
 
 def _optimizer(net: UNet, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
+    if cfg.optimizer == SGD:
         return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=PAPER_MOMENTUM)
     return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 

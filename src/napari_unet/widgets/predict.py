@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError
+from napari_unet.core.presets import AUTO
 from napari_unet.widgets import _session
 from napari_unet.widgets._common import (
     core_job,
@@ -78,7 +79,7 @@ class PredictDock(QWidget):
         self.tile_size = QSpinBox()
         self.tile_size.setRange(0, 4096)
         self.tile_size.setSingleStep(64)
-        self.tile_size.setSpecialValueText("auto")
+        self.tile_size.setSpecialValueText(AUTO)
         self.tile_size.setToolTip("Input tile edge in pixels; auto = from free memory")
         self.tta = QCheckBox("Average flips/rotations (TTA, 8x slower)")
         self.threshold = QDoubleSpinBox()

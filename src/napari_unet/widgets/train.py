@@ -33,6 +33,15 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core.annotations import boxes_from_rectangles
 from napari_unet.core.io import InputError, check_same_shape
+from napari_unet.core.presets import (
+    AUTO,
+    DEVICES,
+    LIGHT,
+    MODEL_PRESETS,
+    PRESET_HELP,
+    PRESET_TITLES,
+    default_preset,
+)
 from napari_unet.widgets import _session
 from napari_unet.widgets._common import (
     core_job,
@@ -44,17 +53,22 @@ from napari_unet.widgets._common import (
     start_job,
 )
 
+STARTER, FILE = "starter", "file"
+
+
+def new_model_choice(preset: str) -> str:
+    """The model choice that trains a new model of ``preset`` ("new light model")."""
+    return f"new {PRESET_TITLES[preset]} model"
+
+
 MODELS = {  # model choice shown -> what training starts from
-    "new light model": "light",
-    "new paper-size model": "paper",
-    "starter model": "starter",
-    "model file": "file",
+    **{new_model_choice(preset): preset for preset in MODEL_PRESETS},
+    "starter model": STARTER,
+    "model file": FILE,
 }
-DEVICES = ("auto", "cpu", "cuda", "mps")
 NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
-AUTO = "auto"
 TRAINING_JOB = core_job("napari_unet.core.train:training_job")
 
 
@@ -88,8 +102,9 @@ class TrainDock(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
-            "light: fast on a CPU; paper-size: the 2015 U-Net, for a GPU; starter: light, "
-            "pre-trained on synthetic cells; model file: continue from a saved model"
+            "; ".join(f"{PRESET_TITLES[p]}: {PRESET_HELP[p]}" for p in MODEL_PRESETS)
+            + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on synthetic cells; "
+            "model file: continue from a saved model"
         )
         self.model_file = QLineEdit()
         self.model_file.setPlaceholderText("model.safetensors")
@@ -207,9 +222,9 @@ class TrainDock(QWidget):
         self._probe = worker
 
     def _on_gpu_probe(self, has_cuda: bool) -> None:
-        untouched = self.model_combo.currentText() == "new light model"
+        untouched = self.model_combo.currentText() == new_model_choice(default_preset("cpu"))
         if has_cuda and untouched and self._worker is None:
-            self.model_combo.setCurrentText("new paper-size model")
+            self.model_combo.setCurrentText(new_model_choice(default_preset("cuda")))
 
     def _refresh_choices(self, event=None) -> None:
         images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
@@ -224,7 +239,7 @@ class TrainDock(QWidget):
             self.regions_combo.setCurrentText(REGIONS_LAYER)
 
     def _on_model_choice(self, text: str) -> None:
-        from_file = MODELS.get(text) == "file"
+        from_file = MODELS.get(text) == FILE
         self.model_file.setEnabled(from_file)
         self.browse_button.setEnabled(from_file)
 
@@ -235,7 +250,7 @@ class TrainDock(QWidget):
         if path:
             self.model_file.setText(path)
 
-    def _settings(self, preset: str) -> dict[str, Any]:
+    def _settings(self, preset: str | None) -> dict[str, Any]:
         """`TrainConfig` keyword arguments from the controls (0 = auto = None)."""
         return {
             "steps": self.steps.value() or None,
@@ -247,27 +262,27 @@ class TrainDock(QWidget):
             "device": self.device.currentText(),
         }
 
-    def _start_from(self) -> tuple[str, Any]:
+    def _start_from(self) -> tuple[str | None, Any]:
         """(preset for a new model, what to start from: None or a model file).
 
-        A model file brings its own architecture: the preset is then unused.
+        A model file brings its own architecture: no preset then.
         """
         choice = MODELS[self.model_combo.currentText()]
-        if choice in ("light", "paper"):
+        if choice in MODEL_PRESETS:
             return choice, None
-        if choice == "starter":
+        if choice == STARTER:
             from napari_unet.models import starter_model_path
 
             path = starter_model_path()
             if not path.is_file():
                 raise InputError(f"The starter model is missing from this install ({path})")
-            return "light", str(path)
+            return None, str(path)
         text = self.model_file.text().strip()
         if not text:
             raise InputError("Model file: choose a .safetensors model to start from")
         if not Path(text).is_file():
             raise InputError(f"Model file {text!r} does not exist")
-        return "light", text
+        return None, text
 
     # --- running ----------------------------------------------------------------------
 
@@ -326,7 +341,7 @@ class TrainDock(QWidget):
         if resume:
             if self._finished is None:
                 raise InputError("Resume: train a model first (Start)")
-            preset, start_from = "light", self._finished.net
+            preset, start_from = None, self._finished.net
             plotted = self._history["loss"]
             self._offset = int(plotted[-1][0]) if plotted else 0  # the plot goes on
         else:
