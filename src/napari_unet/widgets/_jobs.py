@@ -10,6 +10,7 @@ dropped. Results of a job never reach a dock that was closed meanwhile.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import threading
 from collections.abc import Callable, Generator
@@ -29,8 +30,22 @@ def report_error(exc: BaseException) -> None:
         show_error(f"{type(exc).__name__}: {exc}")
 
 
+class core_job:  # noqa: N801 (used like a function)
+    """The core generator function ``"module:name"``, imported in the worker thread when
+    the job starts (so torch never loads on the GUI thread)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def resolve(self) -> Callable[..., Any]:
+        module, _, name = self.path.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
 def _drive(function: Callable[..., Any], stop: threading.Event, args, kwargs) -> Generator:
     """Pull ``function``'s generator until it returns or ``stop`` is set."""
+    if isinstance(function, core_job):
+        function = function.resolve()
     handles_stop = "stop" in inspect.signature(function).parameters
     if handles_stop:
         kwargs = {**kwargs, "stop": stop}

@@ -8,7 +8,6 @@ foreground" as each slice finishes. The user's layers are never written.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,10 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError
+from napari_unet.core.presets import AUTO
 from napari_unet.widgets import _session
 from napari_unet.widgets._dock import Dock
-from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._jobs import core_job, report_error
 from napari_unet.widgets._layers import RESULT, grid_problem, owned_layer, plane_index, set_layer
 
 SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
@@ -52,22 +52,7 @@ def _starter_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def prediction_job(
-    source: str, path: str, image: Any, config: Any, **kwargs: Any
-) -> Generator[Any, None, Any]:
-    """Worker-thread job: load the chosen model, then `core.predict.predict_stack`."""
-    from napari_unet.core import checkpoint, predict
-
-    if source == SESSION:
-        current = _session.current_model()
-        if current is None:
-            raise InputError("No model has been trained in this session yet: train one first.")
-        net, metadata = current
-    else:
-        if not path:
-            raise InputError("Choose a model file (.safetensors) first.")
-        net, metadata = checkpoint.load(path)
-    return (yield from predict.predict_stack(net, metadata, image, config, **kwargs))
+PREDICTION_JOB = core_job("napari_unet.core.predict:prediction_job")
 
 
 class PredictDock(Dock):
@@ -85,7 +70,7 @@ class PredictDock(Dock):
         self.tile_size = QSpinBox()
         self.tile_size.setRange(0, 4096)
         self.tile_size.setSingleStep(64)
-        self.tile_size.setSpecialValueText("auto")
+        self.tile_size.setSpecialValueText(AUTO)
         self.tile_size.setToolTip("Input tile edge in pixels; auto = from free memory")
         self.tta = QCheckBox("Average flips/rotations (TTA, 8x slower)")
         self.threshold = QDoubleSpinBox()
@@ -208,10 +193,10 @@ class PredictDock(Dock):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"Predicting {layer.name!r}…")
+        model = _session.current_model() if source == SESSION else path
         self.jobs.start(
-            prediction_job,
-            source,
-            path,
+            PREDICTION_JOB,
+            model,
             image,
             self.config(),
             slices=slices,
