@@ -124,6 +124,10 @@ class PredictDock(Dock):
         self.destroyed.connect(lambda *_: self._disconnect_session())
         self._refresh_models()
 
+    def release(self) -> None:
+        super().release()
+        self._disconnect_session()  # a closed dock no longer follows the session's model
+
     # --- choices ---------------------------------------------------------------------
 
     def _refresh_models(self) -> None:
