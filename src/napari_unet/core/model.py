@@ -125,6 +125,21 @@ def nearest_valid_input_size(n: int, depth: int) -> int:
     return smallest + k * step
 
 
+def context_margin_px(depth: int, padding: str = "valid") -> int:
+    """Context pixels an output pixel needs on each side (the valid-padding shrink / 2).
+
+    A same-padding pixel can see up to ``pool - 1`` px further (its 2x2 pooling partners),
+    and tiles must stay on the pooling grid: margin + pool - 1, rounded up to a multiple
+    of ``pool = 2 ** (depth - 1)``.
+    """
+    smallest_in = nearest_valid_input_size(1, depth)
+    margin = (smallest_in - valid_output_size(smallest_in, depth)) // 2
+    if padding == "valid":
+        return margin
+    step = 2 ** (depth - 1)
+    return step * math.ceil((margin + step - 1) / step)
+
+
 def _he_normal_(weight: torch.Tensor, fan_in: int) -> None:
     """He et al. 2015 init, N(0, sqrt(2 / fan_in)): the paper's choice (section 3)."""
     with torch.no_grad():
@@ -267,6 +282,25 @@ class UNet(nn.Module):
             skip = _center_crop(skips.pop(), x.shape[-2], x.shape[-1])
             x = block(torch.cat([skip, x], dim=1))
         return self.head(x)
+
+
+class MirroredUNet(UNet):
+    """`UNet` whose output has the input's size: the input is mirror-padded by the context
+    margin (and a same-padding output cropped by it), so a whole image in one pass equals
+    napari-unet's tiled prediction. Same weights as `UNet`; for bioimage.io consumers,
+    which tile with a halo of `margin_px` and expect output size == input size.
+    """
+
+    @property
+    def margin_px(self) -> int:
+        return context_margin_px(self.depth, self.config["padding"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.margin_px
+        y = super().forward(nn.functional.pad(x, (m, m, m, m), mode="reflect"))
+        if self.config["padding"] == "same":
+            y = y[..., m:-m, m:-m]
+        return y
 
 
 def build(preset: str = "light", **overrides: Any) -> UNet:
