@@ -86,14 +86,22 @@ def architecture_source() -> str:
     return header + body
 
 
+def halo_px(net: Any) -> int:
+    """Output pixels a tiling consumer crops from each tile side (see `halo_geometry`)."""
+    from napari_unet.core.model import halo_geometry
+
+    return halo_geometry(net.depth, net.config["padding"]).halo
+
+
 def _admissible(net: Any, n: int) -> bool:
-    """Whether an input edge of ``n`` px is one `MirroredUNet` takes (and crops a halo from)."""
-    if n <= 2 * net.margin_px:
+    """Whether `MirroredUNet` takes a tile edge of ``n`` px (and a halo can be cropped)."""
+    from napari_unet.core.model import halo_geometry
+
+    g = halo_geometry(net.depth, net.config["padding"])
+    if n <= 2 * g.halo or n % 2 ** (net.depth - 1):
         return False
-    if net.config["padding"] == "same":
-        return n % 2 ** (net.depth - 1) == 0
     try:
-        net.output_size(n + 2 * net.margin_px)
+        net.output_size(n + g.pad_before + g.pad_after)
     except InputError:
         return False
     return True
@@ -119,12 +127,14 @@ def _test_image(channels: int, size: int) -> np.ndarray:
 
 
 def _probabilities(net: Any, image: np.ndarray, percentiles: list[float]) -> np.ndarray:
-    """napari-unet's own prediction: percentile-normalised, tiled, softmax (C, Y, X)."""
-    from napari_unet.core import tiling
+    """The package's output for ``image`` (C, Y, X): percentile scaling, ``net``, softmax."""
+    import torch
+
     from napari_unet.core.normalize import normalize
 
     x = np.stack([normalize(plane, tuple(percentiles)) for plane in image])
-    return tiling.predict_tiled(net, x, device="cpu")
+    with torch.no_grad():
+        return torch.softmax(net(torch.from_numpy(x[None])), dim=1)[0].numpy()
 
 
 def _cover(image: np.ndarray, probabilities: np.ndarray, path: Path) -> None:
@@ -158,11 +168,10 @@ def _documentation(name: str, metadata: dict, size: tuple[int, int], margin: int
         f"{arch['n_classes']} classes ({', '.join(metadata['classes'])}).",
         f"- Input: (batch, channel, y, x), each channel scaled so its {lo} and {hi} "
         "percentiles map to 0 and 1 (`scale_range`).",
-        f"- Output: per-class softmax probabilities, same size as the input. The outer {margin} "
-        "px of every tile are context (`halo`): tile with that overlap. The edge of a tile "
-        f"must be {size[0]} + k * {size[1]} px.",
-        "- The network mirror-pads its input by the halo, so one pass over a whole image "
-        "equals napari-unet's seamless overlap-tile prediction.",
+        "- Output: per-class softmax probabilities, same size as the input.",
+        f"- Tiling: tile edges of {size[0]} + k * {size[1]} px; pad the image by the halo "
+        f"({margin} px, mirror) and crop it from every tile. The tiles then give exactly "
+        "napari-unet's seamless overlap-tile prediction (Ronneberger et al. 2015, Fig. 2).",
         "",
         "## Training",
         "",
@@ -199,7 +208,7 @@ def _axes(net: Any, size: tuple[int, int], metadata: dict) -> tuple[list, list]:
             "type": "space",
             "id": a,
             "size": {"tensor_id": INPUT_ID, "axis_id": a},
-            "halo": net.margin_px,
+            "halo": halo_px(net),
         }
         for a in "yx"
     ]
@@ -243,7 +252,7 @@ def export_iter(
     import torch
 
     from napari_unet.core.checkpoint import default_metadata
-    from napari_unet.core.model import MirroredUNet, UNet
+    from napari_unet.core.model import MirroredUNet
 
     output = Path(output)
     if output.suffix.lower() != ".zip":
@@ -251,10 +260,9 @@ def export_iter(
     _require_bioimageio()
     net = getattr(net, "_orig_mod", net)
     metadata = {**default_metadata(net), **metadata, "architecture": dict(net.config)}
-    plain, mirrored = UNet(**net.config), MirroredUNet(**net.config)
-    for copy in (plain, mirrored):  # CPU copies in eval mode; the caller's net is untouched
-        copy.load_state_dict(net.state_dict())
-        copy.eval()
+    mirrored = MirroredUNet(**net.config)  # a CPU copy; the caller's net is untouched
+    mirrored.load_state_dict(net.state_dict())
+    mirrored.eval()
     size = size_rule(mirrored)
     edge = size[0] + size[1] * max(0, -(-(TEST_MIN_PX - size[0]) // size[1]))
     percentiles = [float(p) for p in metadata["normalisation"]["percentiles"]]
@@ -266,7 +274,7 @@ def export_iter(
         (root / ARCHITECTURE_FILE).write_text(architecture_source(), encoding="utf-8")
         torch.save({k: v.detach().cpu() for k, v in mirrored.state_dict().items()}, root / "weights.pt")  # fmt: skip
         image = _test_image(net.in_channels, edge)
-        probabilities = _probabilities(plain, image, percentiles)
+        probabilities = _probabilities(mirrored, image, percentiles)
         np.save(root / "test_input.npy", image[None])
         np.save(root / "test_output.npy", probabilities[None].astype(np.float32))
         _cover(image, probabilities, root / "cover.png")
@@ -285,7 +293,7 @@ def export_iter(
                 notes.append(f"ONNX weights left out: {type(exc).__name__}: {exc}")
         yield Done(3, total)
         (root / "README.md").write_text(
-            _documentation(name, metadata, size, mirrored.margin_px), encoding="utf-8"
+            _documentation(name, metadata, size, halo_px(mirrored)), encoding="utf-8"
         )
         rdf = _rdf(mirrored, metadata, root, name, description, authors, license, size, formats)
         _write_package(rdf, root, output)
@@ -384,6 +392,7 @@ def _rdf(net, metadata, root, name, description, authors, license, size, formats
                     "sha256": _sha256(root / "test_input.npy"),
                 },  # fmt: skip
                 "data": {"type": "float32"},
+                "pad": {"mode": "reflect"},  # consumers extend borders as napari-unet does
                 "preprocessing": [
                     {
                         "id": "scale_range",

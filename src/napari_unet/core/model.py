@@ -9,7 +9,7 @@ Training and tiling live elsewhere (`train.py`, `tiling.py`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -284,23 +284,57 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+class HaloGeometry(NamedTuple):
+    """How `MirroredUNet` pads and crops, and the halo tiling consumers crop (pixels)."""
+
+    halo: int
+    pad_before: int
+    pad_after: int
+    crop_before: int
+    crop_after: int
+
+
+def halo_geometry(depth: int, padding: str = "valid") -> HaloGeometry:
+    """Padding, cropping and halo that make a halo-tiled prediction equal napari-unet's.
+
+    A halo-tiling consumer (bioimage.io) pads the image by ``halo``, cuts tiles of a
+    multiple of the pooling factor overlapping by 2 * halo, and crops ``halo`` from each
+    output. `MirroredUNet` mirror-pads each tile so its output has the tile's size. The
+    numbers are chosen so that every tile sees the pooling grid of napari-unet's own
+    tiling (strides and total shift are multiples of the pooling factor) and no kept
+    pixel sees the tile's mirrored border: the result is seam-free and identical.
+    """
+    step = 2 ** (depth - 1)
+    margin = context_margin_px(depth, padding)
+    if padding == "same":
+        return HaloGeometry(margin, margin, margin, margin, margin)
+    extra = (nearest_valid_input_size(1, depth) - 2 * margin) % step  # tiles: multiples of step
+    total = 2 * margin + extra
+    for halo in range(margin, margin + 2 * step + 1):
+        if (2 * halo) % step:
+            continue
+        for before in range(total + 1):
+            if (halo + before - margin) % step:
+                continue
+            for crop in range(extra + 1):
+                shift = before - crop  # input pixels left of an output pixel's context
+                if halo >= shift and halo >= 2 * margin - shift:
+                    return HaloGeometry(halo, before, total - before, crop, extra - crop)
+    raise AssertionError(f"no halo geometry for a depth-{depth} U-Net")  # pragma: no cover
+
+
 class MirroredUNet(UNet):
-    """`UNet` whose output has the input's size: the input is mirror-padded by the context
-    margin (and a same-padding output cropped by it), so a whole image in one pass equals
-    napari-unet's tiled prediction. Same weights as `UNet`; for bioimage.io consumers,
-    which tile with a halo of `margin_px` and expect output size == input size.
+    """`UNet` whose output has the input's size (a multiple of the pooling factor): the
+    input is mirror-padded and the output cropped as `halo_geometry` says. Same weights
+    and keyword arguments as `UNet`; this is what the bioimage.io export runs.
     """
 
-    @property
-    def margin_px(self) -> int:
-        return context_margin_px(self.depth, self.config["padding"])
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.margin_px
-        y = super().forward(nn.functional.pad(x, (m, m, m, m), mode="reflect"))
-        if self.config["padding"] == "same":
-            y = y[..., m:-m, m:-m]
-        return y
+        g = halo_geometry(self.depth, self.config["padding"])
+        x = nn.functional.pad(x, (g.pad_before, g.pad_after, g.pad_before, g.pad_after), "reflect")
+        y = super().forward(x)
+        h, w = y.shape[-2] - g.crop_after, y.shape[-1] - g.crop_after
+        return y[..., g.crop_before : h, g.crop_before : w]
 
 
 def build(preset: str = "light", **overrides: Any) -> UNet:
