@@ -50,7 +50,6 @@ CITATIONS = [
     {"text": f"napari-unet {__version__}: U-Net for napari", "url": PLUGIN_URL},
 ]
 TAGS = ["unet", "segmentation", "instance-segmentation", "cells", "2d", "fluorescence-light-microscopy", "pytorch", "napari-unet"]  # fmt: skip
-_MODEL_IMPORT = "from napari_unet.core.io import InputError\n"
 _LOCAL_INPUT_ERROR = 'class InputError(ValueError):\n    """Bad input (e.g. a tile size the U-Net cannot take)."""\n'
 _CLASS_NAME = re.compile(r"^class (\w+)\(", re.MULTILINE)
 
@@ -75,15 +74,34 @@ def _error(message: str) -> Exception:
 
 
 def architecture_source() -> str:
-    """`model.py` made self-contained (no napari_unet import): the package's architecture."""
+    """`model.py` made self-contained: each ``from napari_unet... import`` becomes local
+    definitions (`InputError`, constants by value). The package's architecture file."""
+    import ast
+    import importlib
+
     from napari_unet.core import model
 
     text = Path(model.__file__).read_text(encoding="utf-8")
-    if _MODEL_IMPORT not in text:
-        raise RuntimeError("model.py changed its imports; update export.architecture_source")
-    body = text.replace(_MODEL_IMPORT, _LOCAL_INPUT_ERROR)
+    lines = text.splitlines(keepends=True)
+    imports = [
+        node
+        for node in ast.parse(text).body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("napari_unet")
+    ]
+    for node in reversed(imports):
+        module = importlib.import_module(node.module)
+        local = []
+        for alias in node.names:
+            value = getattr(module, alias.name)
+            if alias.name == "InputError":
+                local.append(_LOCAL_INPUT_ERROR)
+            elif isinstance(value, str | int | float | dict | tuple | list):
+                local.append(f"{alias.asname or alias.name} = {value!r}\n")
+            else:
+                raise RuntimeError(f"model.py imports {alias.name}; export cannot inline it")
+        lines[node.lineno - 1 : node.end_lineno] = local
     header = f"# Exported by napari-unet {__version__}: a copy of napari_unet/core/model.py.\n"
-    return header + body
+    return header + "".join(lines)
 
 
 def halo_px(net: Any) -> int:
