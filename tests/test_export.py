@@ -170,8 +170,8 @@ def test_reimport_gives_identical_predictions(package, tmp_path):
     assert meta["classes"] == ["background", "cell", "border"]
     assert checkpoint.read_metadata(result.path)["architecture"] == net.config
     config = predict.PredictConfig(device="cpu")
-    ours = predict.run(predict.predict_image(net, {}, image, config, keep_foreground=True))
-    again = predict.run(predict.predict_image(loaded, meta, image, config, keep_foreground=True))
+    ours = run_to_end(predict.predict_stack(net, {}, image, config, keep_foreground=True))
+    again = run_to_end(predict.predict_stack(loaded, meta, image, config, keep_foreground=True))
     assert np.array_equal(ours.foreground, again.foreground)
     assert np.array_equal(ours.labels, again.labels)
     folder = tmp_path / "unzipped"
