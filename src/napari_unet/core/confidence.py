@@ -369,20 +369,21 @@ def _box_sums(values: np.ndarray, edge: int) -> np.ndarray:
 
 def _novelty(image: np.ndarray, annotated: np.ndarray, edge: int) -> np.ndarray:
     """Per window (top-left corners), in [0, 1]: how far its intensity mean and spread lie
-    from those of the windows centred on annotated pixels (z-distance / `NOVELTY_CAP`)."""
+    from those of the windows holding annotated pixels (weighted by how many), as a
+    z-distance over `NOVELTY_CAP`."""
     image = image.astype(np.float64)
     area = float(edge * edge)
     mean = _box_sums(image, edge) / area
     spread = np.sqrt(np.maximum(_box_sums(image**2, edge) / area - mean**2, 0.0))
-    centre = edge // 2
-    centred = annotated[centre : centre + mean.shape[0], centre : centre + mean.shape[1]]
-    if not centred.any():
+    weight = _box_sums(annotated.astype(np.float64), edge)
+    if not weight.any():
         return np.zeros_like(mean)
-    z = [
-        (feature - feature[centred].mean())
-        / max(float(feature[centred].std()), 1e-3 + 0.1 * float(np.abs(feature[centred]).mean()))
-        for feature in (mean, spread)
-    ]
+    z = []
+    for feature in (mean, spread):
+        centre = float(np.average(feature, weights=weight))
+        sd = np.sqrt(float(np.average((feature - centre) ** 2, weights=weight)))
+        floor = 1e-3 + 0.1 * float(np.abs(image).mean())
+        z.append((feature - centre) / max(sd, floor))
     return np.minimum(np.hypot(*z), NOVELTY_CAP) / NOVELTY_CAP
 
 
