@@ -385,17 +385,16 @@ class ReviewDock(QWidget):
             report_error(exc)
             self.status.setText(str(exc))
             return None
+        regions = self.add_regions.isChecked()
+        boxes = self._regions_layer(annotations)[1] if regions else 0  # before the edit
         rows, cols = edit.indices
         changed = len(rows) > 0
         if changed:
             indices = (rows, cols) if index is None else (np.full_like(rows, index), rows, cols)
             values = edit.values.astype(annotations.data.dtype, copy=False)
             annotations.data_setitem(indices, values)
-        boxes = (
-            self._add_training_region(edit.box, index, annotations)
-            if self.add_regions.isChecked()
-            else 0
-        )
+        if regions:
+            boxes += self._add_training_region(edit.box, index, annotations)
         self._history.append((changed, boxes))
         self.status.setText(f"Object {obj.id}: {action}.")
         self._advance(action)
@@ -486,6 +485,7 @@ class ReviewDock(QWidget):
         return layer, len(whole)
 
     def _add_training_region(self, box: Box, index: int | None, annotations) -> int:
+        """Add the reviewed area unless a box already covers it; returns boxes added."""
         layer, added = self._regions_layer(annotations)
         existing = boxes_from_rectangles(list(layer.data), tuple(annotations.data.shape))
         placed = Box(index, box.y0, box.x0, box.y1, box.x1)
@@ -515,6 +515,16 @@ class ReviewDock(QWidget):
 
     # --- annotate next -----------------------------------------------------------------
 
+    def _predicted_reference(self, index: int | None):
+        """Typical cell size from the scored prediction (too few cells annotated yet)."""
+        from napari_unet.core.confidence import reference_from
+
+        layer = layer_named(self.viewer, self.prediction_name())
+        if layer is None:
+            return None
+        data = np.asarray(layer.data)
+        return reference_from(data if index is None else data[index])
+
     def propose(self) -> list[Box]:
         """Add boxes where annotating helps most to the "training regions" layer."""
         from napari_unet.core.confidence import propose_regions, reference_from
@@ -540,7 +550,7 @@ class ReviewDock(QWidget):
             image=raw,
             existing=existing,
             slice_index=index,
-            reference=reference_from(data),
+            reference=reference_from(data) or self._predicted_reference(index),
         )
         if not boxes:
             self.status.setText("No free place left for a box outside the annotated areas.")
