@@ -110,6 +110,10 @@ class ReviewDock(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setVisible(False)
+        for column, width in enumerate((44, 72, 48, 300)):
+            self.table.setColumnWidth(column, width)
         self.buttons: dict[str, QPushButton] = {}
         grid = QGridLayout()
         for i, (text, key, method) in enumerate(ACTIONS):
