@@ -10,7 +10,6 @@ them. **Propose regions** adds boxes to the Train dock's "training regions" laye
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 import numpy as np
@@ -46,8 +45,8 @@ from napari_unet.widgets._common import (
     start_job,
 )
 from napari_unet.widgets.annotate import REGIONS_LAYER, labels_shape_for
+from napari_unet.widgets.predict import FILE, SESSION, STARTER, labels_name, prediction_job
 
-SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
 UNCERTAINTY_SUFFIX = " U-Net uncertainty"
 CUT_LAYER = "review cut line"
 COLUMNS = ("id", "confidence", "area", "why doubtful", "done")
@@ -62,29 +61,6 @@ ACTIONS = (
 )
 VIEW_CELLS = 6  # selecting a row zooms so that about this many object widths fit the view
 VIEW_PX = 500  # assumed canvas size for that zoom, screen pixels
-
-
-def scoring_job(
-    source: str, path: str, image: Any, slices: list[int] | None, reference: Any
-) -> Generator[Any, None, Any]:
-    """Worker thread: load the model, predict with confidence (`core.predict`)."""
-    from napari_unet.core import checkpoint, predict
-
-    if source == SESSION:
-        current = _session.current_model()
-        if current is None:
-            raise InputError("No model has been trained in this session yet: train one first.")
-        net, metadata = current
-    else:
-        if not path:
-            raise InputError("Choose a model file (.safetensors) first.")
-        net, metadata = checkpoint.load(path)
-    config = predict.PredictConfig(confidence="tta")
-    return (
-        yield from predict.predict_stack(
-            net, metadata, image, config, slices=slices, reference=reference
-        )
-    )
 
 
 class ReviewDock(QWidget):
@@ -208,8 +184,6 @@ class ReviewDock(QWidget):
         return layer
 
     def prediction_name(self) -> str:
-        from napari_unet.widgets.predict import labels_name
-
         return labels_name(self.image_combo.currentText())
 
     # --- scoring -----------------------------------------------------------------------
@@ -217,6 +191,7 @@ class ReviewDock(QWidget):
     def score(self) -> None:
         """Predict with confidence in a worker thread; fills the table when done."""
         from napari_unet.core.confidence import reference_from
+        from napari_unet.core.predict import PredictConfig
         from napari_unet.models import starter_model_path
 
         image_layer = self._image()
@@ -236,12 +211,14 @@ class ReviewDock(QWidget):
         self.score_button.setEnabled(False)
         self.status.setText(f"Scoring {image_layer.name!r} (8 flips/rotations)…")
         self.worker = start_job(
-            scoring_job,
+            prediction_job,
             source,
             path,
             data,
-            slices,
-            reference,
+            PredictConfig(confidence="tta"),
+            slices=slices,
+            reference=reference,
+            name=image_layer.name,
             on_return=self._on_scored,
             on_finish=self._on_finish,
         )
