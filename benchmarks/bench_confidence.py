@@ -190,9 +190,10 @@ def annotate_loop(root: Path, names: list[str], rounds: int, k: int, steps: int)
     first = random_boxes(rng, gt, [], k, edge)
     net, meta = fine_tune(pool, gt, first, steps)
     ap0 = mean_ap(net, meta, tests)
+    print(f"  round 0 (random, shared): {annotated_cells(gt, first)} cells, AP@0.5 {ap0:.3f}")
     curves = {s: [(annotated_cells(gt, first), ap0)] for s in ("proposal", "random")}
     state = {s: (list(first), net, meta) for s in curves}
-    for _ in range(rounds):
+    for round_ in range(1, rounds + 1):
         for strategy in curves:
             boxes, net, meta = state[strategy]
             if strategy == "proposal":
@@ -202,6 +203,8 @@ def annotate_loop(root: Path, names: list[str], rounds: int, k: int, steps: int)
             net, meta = fine_tune(pool, gt, boxes, steps)
             curves[strategy].append((annotated_cells(gt, boxes), mean_ap(net, meta, tests)))
             state[strategy] = (boxes, net, meta)
+            cells, ap = curves[strategy][-1]
+            print(f"  round {round_} ({strategy}): {cells} cells, AP@0.5 {ap:.3f}", flush=True)
     for strategy, curve in curves.items():
         points = ", ".join(f"{cells} cells: {ap:.3f}" for cells, ap in curve)
         print(f"  {strategy:8s}  AP@0.5 by round  {points}")
@@ -216,8 +219,9 @@ def main() -> None:
     parser.add_argument("--boxes", type=int, default=2, help="boxes annotated per round")
     parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps per round")
     parser.add_argument("--skip", choices=("ranking", "loop"), help="run one part only")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     names = dataset(args.data)
     rng = np.random.default_rng(TUNING_SEED)
     tuning = set(rng.choice(len(names), TUNING_IMAGES, replace=False).tolist())

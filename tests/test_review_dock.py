@@ -8,6 +8,7 @@ import pytest
 
 from _threshold_model import threshold_unet
 from napari_unet.core.annotations import boxes_from_rectangles
+from napari_unet.core.data import TrainingData
 from napari_unet.widgets import _session
 from napari_unet.widgets.annotate import REGIONS_LAYER
 from napari_unet.widgets.review import CUT_LAYER, SESSION, ReviewDock
@@ -70,6 +71,11 @@ def test_walking_the_queue_changes_only_the_annotations_and_undoes(scored, qtbot
     assert len(boxes) == 1
     ys, xs = np.nonzero(prediction == first.id)
     assert boxes[0].y0 <= ys.min() and boxes[0].y1 > ys.max()
+    # What the Train dock (Resume) would learn from: exactly the reviewed box.
+    data = TrainingData.from_arrays(image, annotations.data, boxes, validation_fraction=0)
+    b = boxes[0]
+    assert data.n_training_pixels == (b.y1 - b.y0) * (b.x1 - b.x0)
+    assert data.targets[0][prediction == first.id].mean() > 0.5
 
     second = dock.current()
     dock.delete()  # nothing annotated there: a reviewed background box only
