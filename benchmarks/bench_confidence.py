@@ -78,7 +78,7 @@ def load(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def predict_scored(net, metadata, image, method: str = "tta", reference=None):
     config = predict.PredictConfig(confidence=method, tile_size=316)
-    return predict.run(predict.predict_image(net, metadata, image, config, reference=reference))
+    return predict.run(predict.predict_stack(net, metadata, image, config, reference=reference))
 
 
 def ranking(root: Path, names: list[str], net, metadata) -> None:
@@ -136,7 +136,7 @@ def mean_ap(net, metadata, tests) -> float:
             [
                 metrics.average_precision(
                     gt,
-                    predict.run(predict.predict_image(net, metadata, img, config)).labels,
+                    predict.run(predict.predict_stack(net, metadata, img, config)).labels,
                     [0.5],
                 )[0]
                 for img, gt in tests
@@ -166,7 +166,10 @@ def random_boxes(rng, gt, boxes, k, edge):
         z = int(rng.integers(len(gt)))
         y0, x0 = (int(rng.integers(0, n - edge + 1)) for n in gt.shape[1:])
         box = Box(z, y0, x0, y0 + edge, x0 + edge)
-        if not region_mask(gt.shape, boxes + chosen)[z, y0 : y0 + edge, x0 : x0 + edge].any():
+        taken = (
+            region_mask(gt.shape, boxes + chosen) if boxes + chosen else np.zeros(gt.shape, bool)
+        )
+        if not taken[z, y0 : y0 + edge, x0 : x0 + edge].any():
             chosen.append(box)
     return chosen
 

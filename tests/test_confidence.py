@@ -12,7 +12,7 @@ from _threshold_model import threshold_unet
 from napari_unet.core import checkpoint, confidence, review
 from napari_unet.core.annotations import Box
 from napari_unet.core.io import InputError
-from napari_unet.core.predict import PredictConfig, predict_image, run
+from napari_unet.core.predict import PredictConfig, predict_stack, run
 from test_predict import METADATA, _squares
 
 CONFIG = PredictConfig(tile_size=60, batch_size=2, device="cpu", min_size_px=4, confidence="tta")
@@ -111,7 +111,7 @@ def test_end_to_end_dim_cells_are_less_confident():
     image, truth = _squares(3, shape=(80, 100), n=6)
     dim = np.isin(truth, [2, 5])
     image[dim] = 100 + int(0.56 * 800)
-    prediction = run(predict_image(threshold_unet(), METADATA, image, CONFIG))
+    prediction = run(predict_stack(threshold_unet(), METADATA, image, CONFIG))
     assert prediction.uncertainty.shape == image.shape
     scores = {s.id: s.confidence for s in prediction.objects}
     assert sorted(scores) == sorted(np.unique(prediction.labels[prediction.labels > 0]).tolist())
@@ -123,7 +123,7 @@ def test_end_to_end_dim_cells_are_less_confident():
 def test_stack_objects_carry_their_slice_and_the_output_ids():
     image, _ = _squares(4, shape=(60, 70), n=3)
     stack = np.stack([image, image[::-1]])
-    prediction = run(predict_image(threshold_unet(), METADATA, stack, CONFIG))
+    prediction = run(predict_stack(threshold_unet(), METADATA, stack, CONFIG))
     for obj in prediction.objects:
         assert np.count_nonzero(prediction.labels[obj.slice] == obj.id) == obj.area
     assert {o.slice for o in prediction.objects} == {0, 1}

@@ -45,7 +45,7 @@ from napari_unet.widgets._common import (
     start_job,
 )
 from napari_unet.widgets.annotate import REGIONS_LAYER, labels_shape_for
-from napari_unet.widgets.predict import FILE, SESSION, STARTER, labels_name, prediction_job
+from napari_unet.widgets.predict import FILE, PREDICTION_JOB, SESSION, STARTER, labels_name
 
 UNCERTAINTY_SUFFIX = " U-Net uncertainty"
 CUT_LAYER = "review cut line"
@@ -200,6 +200,13 @@ class ReviewDock(QWidget):
             return
         source = self.model_combo.currentText()
         path = str(starter_model_path()) if source == STARTER else self.model_path.text().strip()
+        if source == SESSION:
+            model = _session.current_model()
+            if model is None:
+                report_error(InputError("No model has been trained in this session yet."))
+                return
+        else:
+            model = path
         data = (
             image_layer.data[0] if getattr(image_layer, "multiscale", False) else image_layer.data
         )
@@ -211,9 +218,8 @@ class ReviewDock(QWidget):
         self.score_button.setEnabled(False)
         self.status.setText(f"Scoring {image_layer.name!r} (8 flips/rotations)…")
         self.worker = start_job(
-            prediction_job,
-            source,
-            path,
+            PREDICTION_JOB,
+            model,
             data,
             PredictConfig(confidence="tta"),
             slices=slices,
