@@ -33,6 +33,7 @@ from scipy.stats import rankdata
 from napari_unet.core import checkpoint, confidence, metrics, predict, train
 from napari_unet.core.annotations import Box, region_mask
 from napari_unet.core.data import TrainingData
+from napari_unet.core.events import run_to_end
 from napari_unet.models import starter_model_path
 
 TUNING_SEED, TUNING_IMAGES = 0, 12  # the images `confidence.WEIGHTS` were chosen on
@@ -78,7 +79,7 @@ def load(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def predict_scored(net, metadata, image, method: str = "tta", reference=None):
     config = predict.PredictConfig(confidence=method, tile_size=316)
-    return predict.run(predict.predict_stack(net, metadata, image, config, reference=reference))
+    return run_to_end(predict.predict_stack(net, metadata, image, config, reference=reference))
 
 
 def ranking(root: Path, names: list[str], net, metadata) -> None:
@@ -136,7 +137,7 @@ def mean_ap(net, metadata, tests) -> float:
             [
                 metrics.average_precision(
                     gt,
-                    predict.run(predict.predict_stack(net, metadata, img, config)).labels,
+                    run_to_end(predict.predict_stack(net, metadata, img, config)).labels,
                     [0.5],
                 )[0]
                 for img, gt in tests

@@ -11,8 +11,9 @@ import pytest
 from _threshold_model import threshold_unet
 from napari_unet.core import checkpoint, confidence, review
 from napari_unet.core.annotations import Box
+from napari_unet.core.events import run_to_end as run
 from napari_unet.core.io import InputError
-from napari_unet.core.predict import PredictConfig, predict_stack, run
+from napari_unet.core.predict import PredictConfig, predict_stack
 from test_predict import METADATA, _squares
 
 CONFIG = PredictConfig(tile_size=60, batch_size=2, device="cpu", min_size_px=4, confidence="tta")
