@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import napari
-import numpy as np
 import tifffile
 from qtpy.QtWidgets import QApplication
 
@@ -31,7 +30,7 @@ def main() -> int:
     dock.model_combo.setCurrentText(STARTER)
     dock.score_button.click()
     app = QApplication.instance()
-    while dock.worker is not None or dock.table.rowCount() == 0:
+    while dock.jobs.busy or dock.table.rowCount() == 0:
         app.processEvents()
     dock.table.selectRow(0)
     dock.delete()

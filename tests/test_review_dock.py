@@ -33,7 +33,7 @@ def scored(make_napari_viewer, qtbot):
     dock = ReviewDock(viewer)
     assert dock.model_combo.currentText() == SESSION
     dock.score_button.click()
-    qtbot.waitUntil(lambda: dock.worker is None and dock.table.rowCount() > 0, timeout=60000)
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.table.rowCount() > 0, timeout=60000)
     return viewer, dock, image, dim
 
 

@@ -36,15 +36,10 @@ from qtpy.QtWidgets import (
 from napari_unet.core.annotations import Box, boxes_from_rectangles, next_label
 from napari_unet.core.io import InputError
 from napari_unet.widgets import _session
-from napari_unet.widgets._common import (
-    fill_combo,
-    layer_choices,
-    layer_named,
-    report_error,
-    set_layer,
-    start_job,
-)
-from napari_unet.widgets.annotate import REGIONS_LAYER, labels_shape_for
+from napari_unet.widgets._jobs import JobSlot, report_error
+from napari_unet.widgets._layers import RESULT, kind_of, layer_named, set_layer
+from napari_unet.widgets._layers import pixel_shape as labels_shape_for
+from napari_unet.widgets.annotate import REGIONS_LAYER
 from napari_unet.widgets.predict import FILE, PREDICTION_JOB, SESSION, STARTER, labels_name
 
 UNCERTAINTY_SUFFIX = " U-Net uncertainty"
@@ -61,6 +56,21 @@ ACTIONS = (
 )
 VIEW_CELLS = 6  # selecting a row zooms so that about this many object widths fit the view
 VIEW_PX = 500  # assumed canvas size for that zoom, screen pixels
+
+
+def fill_combo(combo, names: list[str]) -> None:
+    """Offer ``names``, keeping the current choice when it is still there (signals blocked)."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
+def layer_choices(viewer, kind: str) -> list[str]:
+    return [layer.name for layer in viewer.layers if kind_of(layer) == kind]
 
 
 class ReviewDock(QWidget):
@@ -125,7 +135,7 @@ class ReviewDock(QWidget):
         layout.addLayout(propose_row)
         layout.addWidget(self.status)
 
-        self.worker = None
+        self.jobs = JobSlot(self, self.status)
         self.queue: list[Any] = []  # ObjectScore, worst first (the table's rows)
         self.uncertainty: np.ndarray | None = None  # (Z, Y, X) of the last scoring
         self._scored: tuple[str, bool] | None = None  # (image name, is stack)
@@ -217,7 +227,7 @@ class ReviewDock(QWidget):
         self._scored = (image_layer.name, is_stack)
         self.score_button.setEnabled(False)
         self.status.setText(f"Scoring {image_layer.name!r} (8 flips/rotations)…")
-        self.worker = start_job(
+        self.jobs.start(
             PREDICTION_JOB,
             model,
             data,
@@ -228,14 +238,12 @@ class ReviewDock(QWidget):
             on_return=self._on_scored,
             on_finish=self._on_finish,
         )
-        self.worker.errored.connect(lambda exc: self.status.setText(str(exc)))
 
     def _current_slice(self) -> int:
         return int(self.viewer.dims.current_step[0])
 
     def _on_finish(self) -> None:
         self.score_button.setEnabled(True)
-        self.worker = None
 
     def _on_scored(self, prediction) -> None:
         from napari_unet.core.confidence import worst_first
@@ -259,6 +267,7 @@ class ReviewDock(QWidget):
             self.prediction_name(),
             labels,
             "labels",
+            role=RESULT,
             scale=scale[-ndim:],
             translate=translate[-ndim:],
         )
@@ -268,6 +277,7 @@ class ReviewDock(QWidget):
             f"{image_layer.name}{UNCERTAINTY_SUFFIX}",
             uncertainty,
             "image",
+            role=RESULT,
             colormap="inferno",
             contrast_limits=(0.0, 1.0),
             blending="additive",
