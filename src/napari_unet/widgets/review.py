@@ -22,21 +22,19 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QShortcut,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_unet.core.annotations import Box, boxes_from_rectangles, next_label
 from napari_unet.core.io import InputError
 from napari_unet.widgets import _session
-from napari_unet.widgets._jobs import JobSlot, report_error
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
 from napari_unet.widgets._layers import RESULT, kind_of, layer_named, set_layer
 from napari_unet.widgets._layers import pixel_shape as labels_shape_for
 from napari_unet.widgets.annotate import REGIONS_LAYER
@@ -73,12 +71,11 @@ def layer_choices(viewer, kind: str) -> list[str]:
     return [layer.name for layer in viewer.layers if kind_of(layer) == kind]
 
 
-class ReviewDock(QWidget):
+class ReviewDock(Dock):
     """Score a prediction, walk its objects worst first, fix them into the annotations."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.image_combo = QComboBox()
         self.annotations_combo = QComboBox()
         self.model_combo = QComboBox()
@@ -114,8 +111,6 @@ class ReviewDock(QWidget):
         self.n_boxes.setRange(1, 20)
         self.n_boxes.setValue(3)
         self.propose_button = QPushButton("Propose regions to annotate")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
@@ -125,7 +120,7 @@ class ReviewDock(QWidget):
         propose_row = QHBoxLayout()
         propose_row.addWidget(self.n_boxes)
         propose_row.addWidget(self.propose_button)
-        layout = QVBoxLayout(self)
+        layout = self.body
         layout.addLayout(form)
         layout.addWidget(self.score_button)
         layout.addWidget(self.show_uncertainty)
@@ -133,9 +128,8 @@ class ReviewDock(QWidget):
         layout.addLayout(grid)
         layout.addWidget(self.add_regions)
         layout.addLayout(propose_row)
-        layout.addWidget(self.status)
+        self.end_body()
 
-        self.jobs = JobSlot(self, self.status)
         self.queue: list[Any] = []  # ObjectScore, worst first (the table's rows)
         self.uncertainty: np.ndarray | None = None  # (Z, Y, X) of the last scoring
         self._scored: tuple[str, bool] | None = None  # (image name, is stack)
@@ -147,8 +141,8 @@ class ReviewDock(QWidget):
         self.model_combo.currentTextChanged.connect(
             lambda s: self.model_path.setEnabled(s == FILE)
         )
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
+        self.listen(self.viewer.layers.events.inserted, self._refresh)
+        self.listen(self.viewer.layers.events.removed, self._refresh)
         self._disconnect_session = _session.on_model_changed(self._refresh)
         self.destroyed.connect(lambda *_: self._disconnect_session())
         self._refresh()
