@@ -170,11 +170,36 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split-merged", action="store_true", help="watershed-split merged cells")
     p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
     _add_device(p)
+    p.add_argument(
+        "--confidence",
+        metavar="OBJECTS.csv",
+        help="also score every object: id, confidence (higher = more likely right), area, "
+        "reason, ... (predicts 8 flips/rotations, 8x slower)",
+    )
+    p.add_argument("--uncertainty", metavar="U.tif", help="with --confidence: the uncertainty map")
+    p.add_argument(
+        "--uncertainty-method",
+        choices=("tta", "dropout"),
+        default="tta",
+        help="flips/rotations or Monte-Carlo dropout (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reference", metavar="LABELS", help="annotated cells: what plausible size/shape is"
+    )
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.core import checkpoint, io, predict
 
+    if args.uncertainty and not args.confidence:
+        raise InputError("--uncertainty needs --confidence OBJECTS.csv")
+    reference = None
+    if args.reference:
+        from napari_unet.core import confidence
+
+        reference = confidence.reference_from(
+            io.as_labels(io.read(args.reference), args.reference)
+        )
     checkpoint.read_metadata(args.model)  # a bad model file fails before any progress bar
     image = io.read(args.image)
     config = predict.PredictConfig(
@@ -185,9 +210,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         min_size_px=args.min_size,
         split_merged=args.split_merged,
+        confidence=args.uncertainty_method if args.confidence else None,
     )
     events = predict.prediction_job(
-        args.model, image, config, keep_foreground=bool(args.probabilities), name=args.image
+        args.model,
+        image,
+        config,
+        keep_foreground=bool(args.probabilities),
+        name=args.image,
+        reference=reference,
     )
 
     def on_event(event, bar) -> None:
@@ -200,6 +231,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     io.write(args.output, result.labels)
     if args.probabilities:
         io.write(args.probabilities, result.foreground)
+    if args.confidence:
+        from napari_unet.core import confidence
+
+        confidence.write_csv(args.confidence, result.objects)
+        if args.uncertainty:
+            io.write(args.uncertainty, result.uncertainty)
     return 0
 
 

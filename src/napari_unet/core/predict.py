@@ -36,6 +36,9 @@ class PredictConfig:
     threshold: float = postprocess.THRESHOLD
     min_size_px: int = postprocess.MIN_SIZE_PX
     split_merged: bool = False
+    # "tta" or "dropout": also an uncertainty map and per-object confidence
+    # (`core.confidence`; labels then come from the samples' mean probability).
+    confidence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,16 @@ class SliceResult:
     slice_index: int
     labels: np.ndarray
     foreground: np.ndarray | None
+    uncertainty: np.ndarray | None = None  # with `PredictConfig.confidence`
+    objects: tuple = ()  # `confidence.ObjectScore` per object, with `PredictConfig.confidence`
 
 
 @dataclass(frozen=True)
 class Prediction:
     labels: np.ndarray  # (Y, X) or (Z, Y, X), unsigned int
     foreground: np.ndarray | None  # float32, same shape, when asked for
+    uncertainty: np.ndarray | None = None  # float32, same shape, with `PredictConfig.confidence`
+    objects: tuple = ()  # `confidence.ObjectScore` of every object (all slices)
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,7 @@ def predict_stack(
     foreground_out: Any = None,
     keep_foreground: bool = False,
     name: str = "image",
+    reference: Any = None,
 ) -> Generator[Progress | SliceResult, None, Prediction]:
     """Predict ``slices`` (default: all) of a (Y, X) image or a stack, one slice at a time.
 
@@ -151,6 +159,8 @@ def predict_stack(
     takes ``out[i] = ...``: numpy, zarr, a memory map); otherwise they are allocated.
     In a stack every slice's labels are numbered on from the previous slice's.
     Returns the `Prediction`. Closing the generator stops between tile batches.
+    With ``config.confidence`` every slice also gets an uncertainty map and a score per
+    object (``reference``: a `confidence.Reference` of the annotated cells, optional).
     """
     import torch
 
@@ -178,16 +188,28 @@ def predict_stack(
     percentiles = metadata.get("normalisation", {}).get("percentiles", PERCENTILES)
     ranges = value_ranges(image, layout, percentiles, name)
     total, done, next_id = per_slice * len(slices), 0, 0
+    uncertainty_all, objects_all = None, []
+    if config.confidence:
+        from napari_unet.core import confidence
+
+        uncertainty_all = np.zeros(stack_shape, dtype=np.float32)
     for position, index in enumerate(slices):
         raw = read_slice(image, layout, index, name)
         x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(ranges)])
-        events = tiling.predict_tiled_iter(net, x, tile_size, batch_size, device, config.tta)
+        if config.confidence:
+            events = confidence.sample_iter(
+                net, x, config.confidence, None, tile_size, batch_size, device
+            )
+        else:
+            events = tiling.predict_tiled_iter(net, x, tile_size, batch_size, device, config.tta)
         start = done
         while True:
             try:
                 event = next(events)
             except StopIteration as stop:
-                probabilities = stop.value
+                probabilities, uncertainty = stop.value, None
+                if config.confidence:
+                    probabilities, uncertainty = stop.value.probabilities, stop.value.uncertainty
                 break
             done = start + event.done * per_slice // max(event.total, 1)
             yield Progress(index, position, len(slices), done, total)
@@ -204,7 +226,16 @@ def predict_stack(
         foreground = probabilities[1] if foreground_out is not None else None
         if foreground_out is not None:
             foreground_out[index] = foreground
-        yield SliceResult(index, labels, foreground)
+        objects: tuple = ()
+        if uncertainty is not None:
+            uncertainty_all[index] = uncertainty
+            objects = tuple(
+                confidence.score_objects(
+                    labels, uncertainty, reference, index if layout.is_stack else None
+                )
+            )
+            objects_all = [o for o in objects_all if o.slice != index] + list(objects)
+        yield SliceResult(index, labels, foreground, uncertainty, objects)
         del probabilities
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -214,7 +245,8 @@ def predict_stack(
     if not layout.is_stack:
         labels_all = labels_all[0]
         foreground_all = None if foreground_all is None else foreground_all[0]
-    return Prediction(labels_all, foreground_all)
+        uncertainty_all = None if uncertainty_all is None else uncertainty_all[0]
+    return Prediction(labels_all, foreground_all, uncertainty_all, tuple(objects_all))
 
 
 def prediction_job(
