@@ -20,7 +20,7 @@ import json
 import math
 import shutil
 from collections.abc import Generator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from napari_unet.core.events import Done
 from napari_unet.core.io import InputError
 from napari_unet.core.normalize import PERCENTILES, normalize
 
-DEFAULT_CHUNK_PX = 1024  # chunk edge: ~20 MB of working memory with the light model
+DEFAULT_CHUNK_PX = 2048  # chunk edge: a few hundred MB of working memory, ~15% halo
 LABEL_OVERLAP_PX = 16  # the labelling sees this far past a chunk (watershed growth, gaps)
 SAMPLE_PX = 4_000_000  # pixels read to measure the intensity range (all of a small image)
 MAX_SAMPLE_CHUNKS = 64  # chunks (evenly spread) those pixels come from
@@ -163,16 +163,16 @@ class ChunkJob:
     foreground: bool = False
     threads: int | None = None  # torch threads per worker process (None: leave as is)
     name: str = "image"
-    extra: dict = field(default_factory=dict)
+    model_id: str = ""  # what identifies model / image across runs (a path) when they are
+    image_id: str = ""  # passed as objects; a re-run reuses finished chunks only if equal
 
     def fingerprint(self) -> str:
         """Changes whenever a finished chunk could differ (model, image, settings)."""
-        parts = asdict(self)
+        skip = ("model", "image", "work", "threads", "name", "model_id", "image_id")
+        parts = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         for key in ("model", "image"):
-            ref = getattr(self, key)
+            ref = getattr(self, f"{key}_id") or getattr(self, key)
             parts[key] = _file_id(ref) if isinstance(ref, str | Path) else f"in-memory {id(ref)}"
-        for key in ("work", "threads", "name", "extra"):
-            parts.pop(key)
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
