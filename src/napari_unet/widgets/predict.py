@@ -38,6 +38,7 @@ from napari_unet.widgets._common import (
     set_layer,
     start_job,
 )
+from napari_unet.widgets.batch import BatchPanel
 
 SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
 CURRENT, ALL = "Current slice", "All slices"
@@ -137,6 +138,8 @@ class PredictDock(QWidget):
         layout.addWidget(self.show_foreground)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        self.batch = BatchPanel(self)  # batch mode: a whole folder (widgets/batch.py)
+        layout.addWidget(self.batch)
         layout.addStretch()
 
         self.worker = None
