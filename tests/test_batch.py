@@ -136,3 +136,37 @@ def test_a_tiff_is_opened_lazily(tmp_path):
     lazy = bigio.open_image(tmp_path / "tiled.tif")
     assert not isinstance(lazy, np.ndarray) and lazy.shape == data.shape
     np.testing.assert_array_equal(lazy[130:140, 250:260], data[130:140, 250:260])
+
+
+def test_an_ome_zarr_input_with_singleton_t_c_z_axes_is_read_region_by_region(tmp_path):
+    import zarr
+    from ome_zarr.writer import write_image
+
+    image, _ = touching_cells((150, 170), seed=7)
+    data = (image * 1000).astype(np.uint16)
+    root = zarr.open_group(str(tmp_path / "in.ome.zarr"), mode="w")
+    write_image(data[None, None, None], root, axes="tczyx", scale_factors=[])
+    lazy = bigio.open_image(tmp_path / "in.ome.zarr")
+    assert lazy.shape == (150, 170)
+    np.testing.assert_array_equal(lazy[10:20, 30:40], data[10:20, 30:40])
+    model = str(checkpoint.save(tmp_path / "model.safetensors", threshold_unet()))
+    io.write(tmp_path / "in.tif", data)
+    for name in ("in.ome.zarr", "in.tif"):
+        args = ["predict", model, str(tmp_path / name), "-o", str(tmp_path / f"{name}.out.tif")]
+        assert main(args) == 0
+    np.testing.assert_array_equal(
+        io.read(tmp_path / "in.ome.zarr.out.tif"), io.read(tmp_path / "in.tif.out.tif")
+    )
+
+
+@pytest.mark.slow
+def test_cli_workers_give_the_labels_of_one_process(tmp_path):
+    image, _ = touching_cells((160, 160), seed=8)
+    io.write(tmp_path / "img.tif", (image * 1000).astype(np.uint16))
+    model = str(checkpoint.save(tmp_path / "model.safetensors", threshold_unet()))
+    base = ["predict", model, str(tmp_path / "img.tif"), "--chunk-size", "64", "-o"]
+    assert main([*base, str(tmp_path / "one.ome.zarr")]) == 0
+    assert main([*base, str(tmp_path / "two.ome.zarr"), "--workers", "2"]) == 0
+    one = np.asarray(bigio.open_image(tmp_path / "one.ome.zarr")[:])
+    np.testing.assert_array_equal(np.asarray(bigio.open_image(tmp_path / "two.ome.zarr")[:]), one)
+    assert one.max() > 10

@@ -26,8 +26,6 @@ from napari_unet.core.predict import PredictConfig
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy", ".zarr")
 SUMMARY_NAME = "summary.csv"
-# A 2D image with more pixels than this is predicted chunk by chunk (bounded memory).
-CHUNKED_ABOVE_PX = 2 * chunked.DEFAULT_CHUNK_PX**2
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class Options:
 
     config: PredictConfig = PredictConfig()
     chunk_px: int = chunked.DEFAULT_CHUNK_PX
-    chunked_above_px: int = CHUNKED_ABOVE_PX
+    chunked_above_px: int | None = None  # default: twice a chunk's pixels
     client: Any = None  # a dask.distributed Client, or None: this process
     probabilities: bool = False  # also write "<name>_probability<suffix>"
 
@@ -110,7 +108,8 @@ def predict_file(
     path, output = Path(path), Path(output)
     image = bigio.open_image(path)
     channels = int(net.config["in_channels"])
-    big = _spatial_px(image.shape, channels, path) > options.chunked_above_px
+    above = options.chunked_above_px or 2 * options.chunk_px**2  # bounded memory above this
+    big = _spatial_px(image.shape, channels, path) > above
     if options.client is not None or bigio.is_zarr(output) or big:
         return (
             yield from _predict_chunked(

@@ -70,7 +70,7 @@ def _open_zarr(path: Path) -> Any:
     axes = [a["name"] if isinstance(a, dict) else a for a in meta.get("axes", [])]
     if axes and len(axes) == array.ndim:
         drop = tuple(
-            0 if name in ("t", "z") and size == 1 else slice(None)
+            0 if name in ("t", "c", "z") and size == 1 else slice(None)
             for name, size in zip(axes, array.shape, strict=True)
         )
         if any(d == 0 for d in drop):

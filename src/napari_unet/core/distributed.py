@@ -59,13 +59,14 @@ def connect(
 
 
 def threads_per_worker(client: Any) -> int:
-    """Torch threads per worker so the workers of one machine share its cores, not fight."""
-    info = client.scheduler_info(n_workers=-1)["workers"].values()
-    per_host: dict[str, int] = {}
-    for worker in info:
-        per_host[worker["host"]] = per_host.get(worker["host"], 0) + 1
-    most = max(per_host.values(), default=1)
-    return max(1, (os.cpu_count() or 1) // most)
+    """Torch threads per worker so the workers sharing a machine share its cores (the
+    fewest cores per worker over the cluster's machines), rather than oversubscribe them."""
+    cores = client.run(os.cpu_count)  # worker address -> cores of its machine
+    hosts = client.scheduler_info(n_workers=-1)["workers"]
+    per_host: dict[str, list[int]] = {}
+    for address, n in cores.items():
+        per_host.setdefault(hosts[address]["host"], []).append(n or 1)
+    return max(1, min((n[0] // len(n) for n in per_host.values()), default=1))
 
 
 def run_chunks(job: chunked.ChunkJob, client: Any) -> Generator[Done, None, None]:
