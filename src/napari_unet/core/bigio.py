@@ -28,7 +28,7 @@ def is_zarr(path: str | Path) -> bool:
 def open_image(path: str | Path) -> Any:
     """A lazily read array (slicing reads only that region) for a tif, zarr, OME-Zarr or npy.
 
-    OME-Zarr: the full-resolution level, with singleton t/z axes dropped. A pyramidal TIFF:
+    OME-Zarr: the full-resolution level, with singleton t/c/z axes dropped. A pyramidal TIFF:
     its first (full-resolution) level. png files are small and read at once.
     """
     path = Path(path)
