@@ -150,3 +150,33 @@ def test_outputs_are_written_chunk_by_chunk_and_read_back_lazily(cells_2d, tmp_p
         group = zarr.open_group(str(out), mode="r")
         datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
         assert [d["path"] for d in datasets] == ["0"]  # 256 px: no smaller level needed
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_two_channel_images_are_chunked_with_either_channel_axis(
+    cells_2d, tmp_path, channels_last
+):
+    net = threshold_unet(in_channels=2)
+    image = np.stack([cells_2d[0][:130, :150], np.ones((130, 150), np.float32)])
+    data = np.moveaxis(image, 0, -1) if channels_last else image
+    axis = chunked.channel_axis(data.shape, 2)
+    assert axis == (2 if channels_last else 0)
+    grid = chunked.plan(net, chunked.spatial_shape(data.shape, axis), 64)
+    assert grid.shape == (130, 150)
+    ranges = chunked.sample_ranges(data, axis, grid)
+    job = chunked.ChunkJob(net, data, axis, str(tmp_path / "w"), grid, ranges, foreground=True)
+    chunked.prepare_work(job)
+    for _ in chunked.run_local(job):
+        pass
+    x = np.stack([normalize(c, value_range=r) for c, r in zip(image, ranges, strict=True)])
+    whole = tiling.predict_tiled(net, x)
+    np.testing.assert_allclose(chunked.zarr_array(job, "foreground")[:], whole[1], atol=1e-5)
+    stats = chunked.stitch(job).stats
+    assert stats.mean_intensity[1, 1:] == pytest.approx(1.0)  # the constant channel
+
+
+def test_a_stack_is_refused_for_chunked_prediction():
+    from napari_unet.core.io import InputError
+
+    with pytest.raises(InputError, match="slice by slice"):
+        chunked.channel_axis((5, 300, 300), 1)
