@@ -239,22 +239,31 @@ def prepare_work(job: ChunkJob) -> None:
 
 def predict_region(job: ChunkJob, net: Any, image: Any, box: Box) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities over ``box``, raw intensities over ``box``): the network sees ``box``
-    grown by the halo, so the probabilities are those of the whole-image prediction."""
+    grown by the halo of real pixels, so the probabilities are the whole-image prediction's."""
     from napari_unet.core import tiling
 
     grid = job.grid
     source = grid.grow(box, grid.halo)
     raw = read_region(image, job.axis, source, job.name)
     x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(job.value_ranges)])
+    y0, y1, x0, x1 = (
+        box[0] - source[0],
+        box[1] - source[0],
+        box[2] - source[2],
+        box[3] - source[2],
+    )
+    # Only ``box`` is predicted; the halo is context (the tiles start on ``box``'s corner,
+    # which lies on the pooling grid).
     probabilities = tiling.predict_tiled(
-        net, x, job.tile_size, job.batch_size, _device(job.device), tta=job.tta
+        net,
+        x,
+        job.tile_size,
+        job.batch_size,
+        _device(job.device),
+        tta=job.tta,
+        region=(y0, x0, y1, x1),
     )
-    crop = (
-        slice(None),
-        slice(box[0] - source[0], box[1] - source[0]),
-        slice(box[2] - source[2], box[3] - source[2]),
-    )
-    return probabilities[crop], raw[crop]
+    return probabilities, raw[:, y0:y1, x0:x1]
 
 
 @functools.lru_cache(maxsize=4)
