@@ -61,8 +61,7 @@ def test_a_glob_picks_only_the_matching_files(plate, tmp_path):
 def test_an_interrupted_folder_run_resumes_without_redoing_finished_files(plate, tmp_path):
     folder, model = plate
     out = tmp_path / "out"
-    net, metadata = checkpoint.load(model)
-    events = batch.predict_files(net, metadata, model, batch.expand_inputs(folder), out)
+    events = batch.predict_files(model, batch.expand_inputs(folder), out)
     for event in events:
         if isinstance(event, batch.FileDone) and event.index == 1:
             break

@@ -191,7 +191,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.core import checkpoint, predict
 
-    net, metadata = checkpoint.load(args.model)
+    checkpoint.read_metadata(args.model)  # a bad model file fails before any progress bar
     config = predict.PredictConfig(
         tile_size=args.tile_size,
         batch_size=args.batch_size,
@@ -201,7 +201,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         min_size_px=args.min_size,
         split_merged=args.split_merged,
     )
-    return _predict_big(args, net, metadata, config)
+    return _predict_big(args, config)
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -308,7 +308,7 @@ def _add_big(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _predict_big(args: argparse.Namespace, net: Any, metadata: dict, config: Any) -> int:
+def _predict_big(args: argparse.Namespace, config: Any) -> int:
     """One file (lazily read; chunked when big) or many files into a folder."""
     import contextlib
     from pathlib import Path
@@ -356,14 +356,12 @@ def _predict_big(args: argparse.Namespace, net: Any, metadata: dict, config: Any
         )
         if not many:
             events = batch.predict_file(
-                net, metadata, args.model, inputs[0], args.output, options, args.probabilities
+                args.model, inputs[0], args.output, options, args.probabilities
             )
             drive(events, None, "predict", on_event)
             return 0
         suffix = ".ome.zarr" if args.format == "zarr" else ".tif"
-        events = batch.predict_files(
-            net, metadata, args.model, inputs, args.output, suffix, options
-        )
+        events = batch.predict_files(args.model, inputs, args.output, suffix, options)
         results = drive(events, len(inputs), "predict (files)", on_event)
     failed = [r for r in results if r.error]
     skipped = sum(r.skipped for r in results)

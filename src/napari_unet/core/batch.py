@@ -93,34 +93,39 @@ def output_path(image: Path, out_dir: Path, suffix: str, kind: str = "labels") -
 
 
 def predict_file(
-    net: Any,
-    metadata: dict,
-    model_ref: Any,
+    model: Any,
     path: str | Path,
     output: str | Path,
     options: Options = Options(),
     probabilities: str | Path | None = None,
+    model_file: str | Path | None = None,
 ) -> Generator[Any, None, dict]:
     """Predict one file into ``output``; yields progress events, returns its summary row.
 
-    ``model_ref``: the model file path (what cluster workers load) or None.
+    ``model``: a model file or a loaded (net, metadata) pair, as `predict.prediction_job`
+    takes; ``model_file``: the file cluster workers load when ``model`` is a pair.
     """
+    from napari_unet.core import checkpoint, io, predict
+
     path, output = Path(path), Path(output)
     image = bigio.open_image(path)
-    channels = int(net.config["in_channels"])
+    if isinstance(model, tuple):
+        architecture = model[0].config
+    else:
+        architecture = checkpoint.read_metadata(model)["architecture"]
+        model_file = model
+    channels = int(architecture.get("in_channels", 1))
     above = options.chunked_above_px or 2 * options.chunk_px**2  # bounded memory above this
     big = _spatial_px(image.shape, channels, path) > above
     if options.client is not None or bigio.is_zarr(output) or big:
+        net, metadata = model if isinstance(model, tuple) else checkpoint.load(model)
         return (
             yield from _predict_chunked(
-                net, metadata, model_ref, path, image, output, options, probabilities
+                net, metadata, model_file, path, image, output, options, probabilities
             )
         )
-    from napari_unet.core import io, predict
-
-    result = yield from predict.predict_stack(
-        net,
-        metadata,
+    result = yield from predict.prediction_job(
+        model,
         image,
         options.config,
         keep_foreground=probabilities is not None,
@@ -187,9 +192,7 @@ def _predict_chunked(
 
 
 def predict_files(
-    net: Any,
-    metadata: dict,
-    model_ref: Any,
+    model: Any,
     inputs: list[Path],
     out_dir: str | Path,
     suffix: str = ".tif",
@@ -197,7 +200,12 @@ def predict_files(
 ) -> Generator[Any, None, list[FileDone]]:
     """Predict every input into ``out_dir``; yields `FileStarted`, the file's progress
     events and `FileDone`; returns the `FileDone` of each. ``summary.csv`` is rewritten
-    after every file, so an interrupted run leaves an accurate summary of what is done."""
+    after every file, so an interrupted run leaves an accurate summary of what is done.
+    ``model``: a model file or a (net, metadata) pair; a file is loaded once, here."""
+    from napari_unet.core import checkpoint
+
+    model_file = None if isinstance(model, tuple) else model
+    pair = model if isinstance(model, tuple) else checkpoint.load(model)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = read_summary(out_dir / SUMMARY_NAME)
@@ -214,9 +222,7 @@ def predict_files(
                 else None
             )
             try:
-                summary = yield from predict_file(
-                    net, metadata, model_ref, path, output, options, fg
-                )
+                summary = yield from predict_file(pair, path, output, options, fg, model_file)
             except InputError as exc:
                 done = FileDone(i, len(inputs), path, output, error=str(exc))
             else:

@@ -30,26 +30,20 @@ from napari_unet.widgets._common import report_error, start_job
 OUTPUT_FOLDER = "unet_labels"  # default output folder, inside the input folder
 
 
-def batch_job(
-    session_model: bool, model_path: str, folder: str, out_dir: str, config: Any
-) -> Generator[Any, None, Any]:
-    """Worker-thread job: load the model once, then predict every image of ``folder``."""
-    from napari_unet.core import batch, checkpoint
+def batch_job(model: Any, folder: str, out_dir: str, config: Any) -> Generator[Any, None, Any]:
+    """Worker-thread job: ``model`` (a file or the session's (net, metadata)) is loaded once,
+    then every image of ``folder`` is predicted (`core.batch.predict_files`)."""
+    from napari_unet.core import batch
 
     if not folder or not Path(folder).is_dir():
         raise InputError(f"Choose a folder of images first (got {folder!r}).")
+    if model is None:
+        raise InputError("No model has been trained in this session yet: train one first.")
+    if not isinstance(model, tuple) and not str(model):
+        raise InputError("Choose a model file (.safetensors) first.")
     inputs = batch.expand_inputs(folder)
-    if session_model:
-        current = _session.current_model()
-        if current is None:
-            raise InputError("No model has been trained in this session yet: train one first.")
-        net, metadata = current
-    else:
-        if not model_path:
-            raise InputError("Choose a model file (.safetensors) first.")
-        net, metadata = checkpoint.load(model_path)
     options = batch.Options(config=config)
-    return (yield from batch.predict_files(net, metadata, None, inputs, out_dir, options=options))
+    return (yield from batch.predict_files(model, inputs, out_dir, options=options))
 
 
 class BatchPanel(QGroupBox):
@@ -116,8 +110,7 @@ class BatchPanel(QGroupBox):
         self.status.setText("Starting…")
         self.worker = start_job(
             batch_job,
-            source == SESSION,
-            path,
+            _session.current_model() if source == SESSION else path,
             self.folder.text().strip(),
             self.out_dir(),
             self.dock.config(),
