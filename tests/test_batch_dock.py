@@ -38,7 +38,7 @@ def _folder(tmp_path, n):
 
 def _run_and_wait(panel, qtbot):
     panel.run_button.click()
-    qtbot.waitUntil(lambda: panel.worker is None and panel.run_button.isEnabled(), timeout=60000)
+    qtbot.waitUntil(lambda: not panel.jobs.busy and panel.run_button.isEnabled(), timeout=60000)
 
 
 def test_batch_mode_predicts_a_folder_and_skips_finished_files(dock, qtbot, tmp_path):
@@ -67,6 +67,6 @@ def test_cancel_stops_the_batch_between_files(dock, qtbot, tmp_path):
     panel.run_button.click()
     qtbot.waitUntil(lambda: len(panel._results) >= 1, timeout=60000)
     panel.cancel_button.click()
-    qtbot.waitUntil(lambda: panel.worker is None, timeout=60000)
+    qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=60000)
     assert panel.status.text().startswith("Cancelled")
     assert 1 <= len(list((tmp_path / "out").glob("*_labels.tif"))) < 12

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core.io import InputError
 from napari_unet.widgets import _session
-from napari_unet.widgets._common import report_error, start_job
+from napari_unet.widgets._jobs import JobSlot, report_error
 
 OUTPUT_FOLDER = "unet_labels"  # default output folder, inside the input folder
 
@@ -77,7 +77,7 @@ class BatchPanel(QGroupBox):
         layout.addLayout(buttons)
         layout.addWidget(self.overall)
         layout.addWidget(self.status)
-        self.worker = None
+        self.jobs = JobSlot(self, self.status)
         self._file = ""
         self._results: list[Any] = []
         self._cancelled = False
@@ -108,7 +108,7 @@ class BatchPanel(QGroupBox):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText("Starting…")
-        self.worker = start_job(
+        self.jobs.start(
             batch_job,
             _session.current_model() if source == SESSION else path,
             self.folder.text().strip(),
@@ -117,12 +117,11 @@ class BatchPanel(QGroupBox):
             on_yield=self._on_event,
             on_finish=self._on_finish,
         )
-        self.worker.errored.connect(lambda exc: self.status.setText(str(exc)))
 
     def cancel(self) -> None:
-        if self.worker is not None:
+        if self.jobs.busy:
             self._cancelled = True
-            self.worker.quit()
+            self.jobs.cancel()
             self.status.setText("Cancelling after the current batch of tiles…")
 
     def _on_event(self, event: Any) -> None:
@@ -160,4 +159,3 @@ class BatchPanel(QGroupBox):
             )
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.worker = None
