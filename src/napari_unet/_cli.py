@@ -160,15 +160,30 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     from napari_unet.core.postprocess import MIN_SIZE_PX, THRESHOLD
 
     p.add_argument("model", help="model file (.safetensors) or bioimage.io package (.zip)")
-    p.add_argument("image", help="image (tif, png, npy): 2D or a (Z, Y, X) / (T, Y, X) stack")
-    p.add_argument("-o", "--output", required=True, help="instance labels to write (.tif/.npy)")
+    p.add_argument(
+        "image",
+        help="image (tif, png, npy, zarr/OME-Zarr): 2D or a (Z, Y, X) / (T, Y, X) stack; "
+        "or a folder or a quoted glob ('plate/*.tif') for many images",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="labels to write (.tif, .npy, .zarr = OME-Zarr); a folder for many images",
+    )
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (default: from memory)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: from memory)")
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
     p.add_argument("--split-merged", action="store_true", help="watershed-split merged cells")
-    p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
+    p.add_argument(
+        "--probabilities",
+        metavar="P.tif",
+        nargs="?",
+        const="",
+        help="also write the cell probability (many images: NAME_probability files)",
+    )
     _add_device(p)
     p.add_argument(
         "--confidence",
@@ -186,6 +201,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--reference", metavar="LABELS", help="annotated cells: what plausible size/shape is"
     )
+    _add_big(p)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -201,7 +217,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             io.as_labels(io.read(args.reference), args.reference)
         )
     checkpoint.read_metadata(args.model)  # a bad model file fails before any progress bar
-    image = io.read(args.image)
     config = predict.PredictConfig(
         tile_size=args.tile_size,
         batch_size=args.batch_size,
@@ -212,11 +227,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         split_merged=args.split_merged,
         confidence=args.uncertainty_method if args.confidence else None,
     )
+    if args.confidence:
+        return _predict_with_confidence(args, config, reference)
+    return _predict_big(args, config)
+
+
+def _predict_with_confidence(args: argparse.Namespace, config: Any, reference: Any) -> int:
+    """One image in memory, scored object by object (8 flips/rotations per tile)."""
+    from napari_unet.core import batch, io, predict
+
+    if batch.is_many(args.image) or args.workers or args.scheduler:
+        raise InputError("--confidence scores one image at a time, without --workers/--scheduler")
+    image = io.read(args.image)
     events = predict.prediction_job(
         args.model,
         image,
         config,
-        keep_foreground=bool(args.probabilities),
+        keep_foreground=args.probabilities is not None,
         name=args.image,
         reference=reference,
     )
@@ -323,6 +350,90 @@ def _cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+# --- big images, folders and clusters (`core.batch`, `core.chunked`, `core.distributed`)
+
+
+def _add_big(p: argparse.ArgumentParser) -> None:
+    from napari_unet.core.chunked import DEFAULT_CHUNK_PX
+
+    p.add_argument("--workers", type=int, help="run chunks on a local dask cluster of N processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run chunks on this dask scheduler")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_PX,
+        help="chunk edge for big images, pixels (default: %(default)s)",
+    )
+    p.add_argument(
+        "--format", choices=("tif", "zarr"), default="tif", help="many images: output format"
+    )
+
+
+def _predict_big(args: argparse.Namespace, config: Any) -> int:
+    """One file (lazily read; chunked when big) or many files into a folder."""
+    import contextlib
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from napari_unet.core import batch, distributed, predict
+    from napari_unet.core.events import Done
+
+    many = batch.is_many(args.image)
+    inputs = batch.expand_inputs(args.image)
+    if many and Path(args.output).suffix.lower() in (".tif", ".tiff", ".npy", ".png"):
+        raise InputError(f"{args.output}: many images are written into a folder; give -o a folder")
+    if not many and args.probabilities == "":
+        raise InputError("--probabilities needs a file name for one image (e.g. P.tif)")
+
+    def on_event(event, bar) -> None:
+        if isinstance(event, predict.Progress | Done):
+            done, total = (
+                (event.tiles_done, event.tiles_total)
+                if isinstance(event, predict.Progress)
+                else (event.done, event.total)
+            )
+            if not many:
+                bar.total, bar.n = total, done
+            bar.set_postfix_str(f"{Path(current[0]).name} {done}/{total}", refresh=False)
+            bar.refresh()
+        elif isinstance(event, batch.FileStarted):
+            current[0] = event.path
+        elif isinstance(event, batch.FileDone):
+            bar.update(1)
+            if event.error:
+                tqdm.write(f"napari-unet predict: skipped {event.path}: {event.error}", sys.stderr)
+
+    current = [args.image]
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.workers or args.scheduler:
+            client = stack.enter_context(distributed.connect(args.workers, args.scheduler))
+        options = batch.Options(
+            config,
+            chunk_px=args.chunk_size,
+            client=client,
+            probabilities=args.probabilities is not None,
+        )
+        if not many:
+            events = batch.predict_file(
+                args.model, inputs[0], args.output, options, args.probabilities
+            )
+            drive(events, None, "predict", on_event)
+            return 0
+        suffix = ".ome.zarr" if args.format == "zarr" else ".tif"
+        events = batch.predict_files(args.model, inputs, args.output, suffix, options)
+        results = drive(events, len(inputs), "predict (files)", on_event)
+    failed = [r for r in results if r.error]
+    skipped = sum(r.skipped for r in results)
+    print(
+        f"{len(results) - len(failed) - skipped} predicted, {skipped} already done, "
+        f"{len(failed)} failed; summary: {Path(args.output) / batch.SUMMARY_NAME}",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:

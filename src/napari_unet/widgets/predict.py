@@ -31,6 +31,7 @@ from napari_unet.widgets import _session
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import core_job, report_error
 from napari_unet.widgets._layers import RESULT, grid_problem, owned_layer, plane_index, set_layer
+from napari_unet.widgets.batch import BatchPanel
 
 SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
 CURRENT, ALL = "Current slice", "All slices"
@@ -110,6 +111,8 @@ class PredictDock(Dock):
         self.body.addWidget(self.split_merged)
         self.body.addWidget(self.show_foreground)
         self.body.addLayout(buttons)
+        self.batch = BatchPanel(self)  # batch mode: a whole folder (widgets/batch.py)
+        self.body.addWidget(self.batch)
         self.end_body()
 
         self._progress = None
