@@ -422,6 +422,12 @@ def train(
                 "batch_size": tiles.batch_size,
                 "tile_size": [tiles.sampler.in_size, tiles.sampler.out_size],
                 "augment": asdict(cfg.augment) if cfg.augment else None,
+                "settings": {  # what the preview docks showed: restored when fine-tuning
+                    "weights": asdict(data.weight_settings),
+                    "augment": asdict(cfg.augment) if cfg.augment else None,
+                    "unpainted": data.unpainted,
+                },
+                "annotation": data.use.describe() if data.use else None,
                 "seed": cfg.seed,
                 "device": str(device),
                 "annotated_slices": list(data.slice_indices),

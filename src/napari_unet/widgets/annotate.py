@@ -1,7 +1,10 @@
 """Annotate dock: attach or create an instance labels layer and paint cells, slice by slice.
 
 The dock never edits label values itself; it only sets napari's brush (label id, size,
-mode), counts what is annotated and moves between annotated slices.
+mode), counts what is annotated and moves between annotated slices. The background
+brush paints into a second labels layer, ``<image> background``: strokes there mean
+"definitely no cell here" (as ilastik's background label), which training uses when
+only a few cells are painted.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from napari_unet.core import annotations
 from napari_unet.widgets._common import fill_combo, layer_choices, layer_named, report_error
 
 REGIONS_LAYER = "training regions"
+BACKGROUND_SUFFIX = " background"  # the background strokes layer is "<image> background"
+BACKGROUND_COLOUR = "#00c8ff"
+
+
+def background_layer_for(viewer, image_name: str):
+    """The background strokes layer of an image (``<image> background``), or None."""
+    return layer_named(viewer, image_name + BACKGROUND_SUFFIX)
 
 
 def labels_shape_for(image_layer) -> tuple[int, ...]:
@@ -47,6 +57,11 @@ class AnnotateDock(QWidget):
         self.brush_size.setValue(10)
         self.previous_button = QPushButton("◀ Previous annotated")
         self.next_button = QPushButton("Next annotated ▶")
+        self.background_button = QPushButton("Background brush")
+        self.background_button.setToolTip(
+            "Paint where there is definitely no cell (its own layer, '<image> background'); "
+            "with a few painted cells, training learns background there and next to them"
+        )
         self.regions_button = QPushButton("Add training regions")
         self.regions_button.setToolTip(
             "Draw rectangles: only annotations inside them are used for training"
@@ -65,6 +80,7 @@ class AnnotateDock(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.create_button)
         layout.addWidget(self.new_cell_button)
+        layout.addWidget(self.background_button)
         layout.addLayout(navigation)
         layout.addWidget(self.regions_button)
         layout.addWidget(self.status)
@@ -79,6 +95,7 @@ class AnnotateDock(QWidget):
 
         self.create_button.clicked.connect(self.create_labels)
         self.new_cell_button.clicked.connect(self.new_cell)
+        self.background_button.clicked.connect(self.background_brush)
         self.brush_size.valueChanged.connect(self._apply_brush)
         self.previous_button.clicked.connect(lambda: self.jump(-1))
         self.next_button.clicked.connect(lambda: self.jump(+1))
@@ -100,8 +117,9 @@ class AnnotateDock(QWidget):
         return layer_named(self.viewer, self.labels_combo.currentText())
 
     def _refresh_choices(self, event=None) -> None:
-        for combo, kind in ((self.image_combo, "image"), (self.labels_combo, "labels")):
-            fill_combo(combo, layer_choices(self.viewer, kind))
+        fill_combo(self.image_combo, layer_choices(self.viewer, "image"))
+        labels = layer_choices(self.viewer, "labels")
+        fill_combo(self.labels_combo, [n for n in labels if not n.endswith(BACKGROUND_SUFFIX)])
         self._on_choice()
 
     def _on_choice(self) -> None:
@@ -177,6 +195,46 @@ class AnnotateDock(QWidget):
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
 
+    def background_brush(self):
+        """Select the background brush: label 1 of the ``<image> background`` layer.
+
+        The layer is created (empty, the image's shape) the first time, never replaced.
+        """
+        image = self.image_layer
+        if image is None:
+            report_error(ValueError("Open or choose an image layer first."))
+            return None
+        layer = background_layer_for(self.viewer, image.name)
+        shape = labels_shape_for(image)
+        if layer is not None and tuple(layer.data.shape) != shape:
+            report_error(
+                ValueError(
+                    f"Layer {layer.name!r} has shape {tuple(layer.data.shape)} but image "
+                    f"{image.name!r} has {shape}: rename or remove it to paint background."
+                )
+            )
+            return None
+        if layer is None:
+            layer = self.viewer.add_labels(
+                np.zeros(shape, dtype=np.uint8),
+                name=image.name + BACKGROUND_SUFFIX,
+                scale=image.scale[-len(shape) :],
+                translate=image.translate[-len(shape) :],
+                opacity=0.5,
+            )
+            self._watch_background(layer)
+        _set_single_colour(layer, BACKGROUND_COLOUR)
+        layer.selected_label = 1
+        layer.brush_size = self.brush_size.value()
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        self.refresh_status()
+        return layer
+
+    def _watch_background(self, layer) -> None:
+        for emitter in self._label_events(layer):
+            emitter.connect(self._schedule_recount)
+
     def _apply_brush(self, size: int) -> None:
         if self.labels_layer is not None:
             self.labels_layer.brush_size = size
@@ -194,7 +252,14 @@ class AnnotateDock(QWidget):
         elif summary is None:
             self.status.setText("Choose an image and create its labels layer to start.")
         else:
-            self.status.setText(summary.describe())
+            text = summary.describe()
+            background = self.image_layer and background_layer_for(
+                self.viewer, self.image_layer.name
+            )
+            if background is not None:
+                strokes = annotations.count_strokes(background.data)
+                text += f"; {strokes} background stroke{'s' if strokes != 1 else ''}"
+            self.status.setText(text)
         is_stack = summary is not None and summary.n_slices > 1
         self.previous_button.setEnabled(is_stack)
         self.next_button.setEnabled(is_stack)
@@ -239,3 +304,13 @@ class AnnotateDock(QWidget):
         layer.mode = "add_rectangle"
         self.viewer.layers.selection.active = layer
         return layer
+
+
+def _set_single_colour(layer, colour: str) -> None:
+    """Show every stroke of ``layer`` in one colour (napari >= 0.5 and older)."""
+    try:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        layer.colormap = DirectLabelColormap(color_dict={1: colour, None: "transparent"})
+    except (ImportError, TypeError, ValueError):  # older napari: keep its colours
+        pass

@@ -2,7 +2,9 @@
 
 Takes the current slice of an image (and optionally its labels), augments it N times
 with `core.augment` off the GUI thread, and shows the samples as a stack beside the
-original, with the deformed sampling grid drawn over each sample.
+original, with the deformed sampling grid drawn over each sample. Its settings are the
+viewer's training settings (`_session.training_settings`): the Train dock trains with
+exactly what is previewed here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from qtpy.QtWidgets import (
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core.augment import GRID, SIGMA_PX, AugmentConfig, Gallery, gallery
+from napari_unet.widgets import _session
 from napari_unet.widgets._common import (
     layer_choices,
     layer_named,
@@ -141,8 +144,37 @@ class AugmentationDock(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
         self._refresh_choices()
+        self.adopt(_session.training_settings(self.viewer))
+        forget = _session.on_settings_changed(self.viewer, self.adopt)
+        self.destroyed.connect(lambda *_: forget())
 
     # --- parameters ---------------------------------------------------------------------
+
+    def _controls(self):
+        return (
+            self.elastic, self.grid, self.sigma, self.flips, self.rot90, self.rotate,
+            self.zoom, self.gain, self.offset, self.gamma, self.noise, self.blur,
+        )  # fmt: skip
+
+    def adopt(self, settings) -> None:
+        """Show the viewer's training augmentation (set elsewhere, e.g. by a loaded model).
+
+        Training with augmentation off shows as every control off.
+        """
+        config = settings.augment or AugmentConfig.off(grid=DEFAULTS.grid)
+        values = (
+            config.elastic, config.grid, config.sigma_px, config.flips, config.rot90,
+            config.rotate_deg, config.scale[1] - 1.0, config.gain[1] - 1.0,
+            config.offset[1], config.gamma[1] - 1.0, config.noise_std,
+            config.blur_sigma_px[1],
+        )  # fmt: skip
+        for control, value in zip(self._controls(), values, strict=True):
+            control.blockSignals(True)
+            if isinstance(control, QCheckBox):
+                control.setChecked(bool(value))
+            else:
+                control.setValue(value)
+            control.blockSignals(False)
 
     def config(self) -> AugmentConfig:
         """The AugmentConfig the controls describe (sliders at 0 switch a change off)."""
@@ -197,6 +229,7 @@ class AugmentationDock(QWidget):
     # --- jobs ---------------------------------------------------------------------------
 
     def _changed(self, *args) -> None:
+        _session.update_training_settings(self.viewer, source=self.adopt, augment=self.config())
         if self._live:
             self._debounce.start()
 

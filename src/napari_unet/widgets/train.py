@@ -44,6 +44,7 @@ from napari_unet.widgets._common import (
     set_layer,
     start_job,
 )
+from napari_unet.widgets.annotate import REGIONS_LAYER, background_layer_for
 
 MODELS = {  # model choice shown -> what training starts from
     "new light model": "light",
@@ -52,6 +53,12 @@ MODELS = {  # model choice shown -> what training starts from
     "model file": "file",
 }
 DEVICES = ("auto", "cpu", "cuda", "mps")
+UNPAINTED = {  # choice shown -> `TrainingSettings.unpainted`
+    "auto": "auto",
+    "ignored (a few painted cells)": "ignore",
+    "background (completely painted)": "background",
+}
+USE_REFRESH_MS = 300  # the "what will be used" line follows painting at most this often
 NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
@@ -77,20 +84,34 @@ def training_job(
     settings: dict[str, Any],
     start_from: Any,
     stop: threading.Event,
+    background: np.ndarray | None = None,
+    training: Any = None,
 ) -> Generator[Any, None, Finished | None]:
     """Build the training data, then train; ``stop`` ends it after the current step.
 
     ``start_from``: None (new model of ``settings["preset"]``), a model file, or a UNet
     (copied, so a model published to the session is never changed in place).
+    ``background``: background strokes; ``training``: the viewer's `TrainingSettings`
+    (loss weights, augmentation, unpainted pixels), the ones the preview docks show.
     """
     import copy
 
     from napari_unet.core.data import TrainingData
+    from napari_unet.core.settings import TrainingSettings
     from napari_unet.core.train import TrainConfig, TrainResult, train
 
-    config = TrainConfig(**settings)
+    training = training or TrainingSettings()
+    training.check()
+    config = TrainConfig(**settings, augment=training.augment)
     config.check()
-    data = TrainingData.from_arrays(image, labels, regions=boxes)
+    data = TrainingData.from_arrays(
+        image,
+        labels,
+        regions=boxes,
+        background=background,
+        unpainted=training.unpainted,
+        weight_settings=training.weights,
+    )
     if stop.is_set():
         return None
     if start_from is not None and not isinstance(start_from, str | Path):
@@ -112,6 +133,17 @@ def training_job(
         best_iou=result.best_iou,
         stopped=stop.is_set() or result.stopped_early,
     )
+
+
+def _read_settings(path: str):
+    """The `TrainingSettings` saved in a model file, or None when it cannot be read."""
+    from napari_unet.core.checkpoint import CheckpointError, read_metadata
+    from napari_unet.core.settings import TrainingSettings
+
+    try:
+        return TrainingSettings.from_metadata(read_metadata(path))
+    except CheckpointError:
+        return None
 
 
 def _cuda_available() -> bool:
@@ -164,6 +196,20 @@ class TrainDock(QWidget):
         )
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
+        self.unpainted = QComboBox()
+        self.unpainted.addItems(list(UNPAINTED))
+        self.unpainted.setToolTip(
+            "Pixels nobody painted. auto: ignored when a few cells are painted without "
+            "training boxes (painted cells cover < 5 % of a slice), else background"
+        )
+        self.use_label = QLabel("")
+        self.use_label.setWordWrap(True)
+        self.settings_label = QLabel("")
+        self.settings_label.setWordWrap(True)
+        self.settings_label.setToolTip(
+            "Set in the Weight map and Augmentation docks; saved in the model file and "
+            "restored when you fine-tune a saved model"
+        )
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
@@ -188,11 +234,14 @@ class TrainDock(QWidget):
         form.addRow("Batch size", self.batch_size)
         form.addRow("Validate every", self.validate_every)
         form.addRow("Device", self.device)
+        form.addRow("Unpainted pixels", self.unpainted)
         buttons = QHBoxLayout()
         for button in (self.start_button, self.stop_button, self.resume_button, self.save_button):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.use_label)
+        layout.addWidget(self.settings_label)
         layout.addLayout(buttons)
         layout.addWidget(self.canvas)
         layout.addWidget(self.status)
@@ -219,8 +268,22 @@ class TrainDock(QWidget):
         self.save_button.clicked.connect(self._ask_save)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
+        self.model_file.editingFinished.connect(self._restore_settings)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
+        # What the annotation will teach: recounted shortly after painting stops.
+        self._use_timer = QTimer(self)
+        self._use_timer.setSingleShot(True)
+        self._use_timer.setInterval(USE_REFRESH_MS)
+        self._use_timer.timeout.connect(self.refresh_use)
+        self._watched: list = []
+        for combo in (self.image_combo, self.labels_combo, self.regions_combo, self.unpainted):
+            combo.currentTextChanged.connect(self._on_layers_chosen)
+        self.unpainted.currentTextChanged.connect(self._publish_unpainted)
+        self._show_settings(_session.training_settings(self.viewer))
+        forget = _session.on_settings_changed(self.viewer, self._show_settings)
+        self.destroyed.connect(lambda *_: forget())
+        self._restoring = None
         self._refresh_choices()
         self._on_model_choice(self.model_combo.currentText())
         self._set_running(False)
@@ -234,12 +297,14 @@ class TrainDock(QWidget):
             from matplotlib.figure import Figure
         except ImportError:  # matplotlib is optional: the status line still shows numbers
             return None, QLabel("Install matplotlib to see the training curves."), {}
-        figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        # constrained layout keeps the legend (above the axes) outside the curves
+        figure = Figure(figsize=(4, 2.8), layout="constrained")
         canvas = FigureCanvasQTAgg(figure)
-        canvas.setMinimumHeight(200)
+        canvas.setMinimumHeight(220)
         loss_axes = figure.add_subplot(1, 1, 1)
         loss_axes.set_xlabel("step")
-        loss_axes.set_ylabel("loss")
+        loss_axes.set_ylabel("loss (log scale)")
+        loss_axes.set_yscale("log")  # a spike and a slow decline both stay readable
         iou_axes = loss_axes.twinx()
         iou_axes.set_ylabel("validation IoU")
         iou_axes.set_ylim(0.0, 1.0)
@@ -252,7 +317,14 @@ class TrainDock(QWidget):
                 [], [], color="tab:green", marker="s", ms=3, label="validation IoU"
             )[0],
         }
-        loss_axes.legend(handles=list(lines.values()), loc="center right", fontsize="small")
+        loss_axes.legend(
+            handles=list(lines.values()),
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+            ncol=3,
+            fontsize="x-small",
+            frameon=False,
+        )
         return figure, canvas, lines
 
     def _probe_gpu(self) -> None:
@@ -272,8 +344,6 @@ class TrainDock(QWidget):
         fill_combo(self.image_combo, images)
         fill_combo(self.labels_combo, layer_choices(self.viewer, "labels"))
         shapes = layer_choices(self.viewer, "shapes")
-        from napari_unet.widgets.annotate import REGIONS_LAYER
-
         previous = self.regions_combo.currentText()
         fill_combo(self.regions_combo, [NO_REGIONS, *shapes])
         if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
@@ -283,6 +353,86 @@ class TrainDock(QWidget):
         from_file = MODELS.get(text) == "file"
         self.model_file.setEnabled(from_file)
         self.browse_button.setEnabled(from_file)
+        self._restore_settings()
+
+    # --- shared settings and what the annotation teaches --------------------------------
+
+    def _show_settings(self, settings) -> None:
+        self.settings_label.setText("Training settings: " + settings.describe())
+        mode = next(k for k, v in UNPAINTED.items() if v == settings.unpainted)
+        if self.unpainted.currentText() != mode:
+            self.unpainted.setCurrentText(mode)
+
+    def _publish_unpainted(self, text: str) -> None:
+        _session.update_training_settings(self.viewer, unpainted=UNPAINTED[text])
+
+    def _restore_settings(self) -> None:
+        """Fine-tuning a saved model: its loss and augmentation settings become the
+        viewer's (the preview docks follow). The file is read off the GUI thread."""
+        choice = MODELS.get(self.model_combo.currentText())
+        try:
+            if choice not in ("starter", "file"):
+                return
+            _, path = self._start_from()
+        except InputError:
+            return
+        worker = thread_worker(_read_settings, start_thread=False)(path)
+        worker.returned.connect(lambda restored: self._on_restored(path, restored))
+        worker.start()
+        self._restoring = worker
+
+    def _on_restored(self, path: str, restored) -> None:
+        if restored is None or self._worker is not None:
+            return
+        _session.update_training_settings(
+            self.viewer, weights=restored.weights, augment=restored.augment
+        )
+        self.status.setText(
+            f"Training settings restored from {Path(path).name}: {restored.describe()}"
+        )
+
+    def _on_layers_chosen(self, *args) -> None:
+        """Watch the chosen labels, background and regions layers for edits."""
+        for emitter in self._watched:
+            emitter.disconnect(self._schedule_use)
+        self._watched = []
+        image = self.image_combo.currentText()
+        layers = [
+            layer_named(self.viewer, self.labels_combo.currentText()),
+            background_layer_for(self.viewer, image),
+            layer_named(self.viewer, self.regions_combo.currentText()),
+        ]
+        for layer in layers:
+            if layer is None:
+                continue
+            for name in ("paint", "data", "set_data"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    emitter.connect(self._schedule_use)
+                    self._watched.append(emitter)
+        self._schedule_use()
+
+    def _schedule_use(self, *args) -> None:
+        self._use_timer.start()
+
+    def refresh_use(self) -> None:
+        """Say what training will use ("12 cells, 3 background strokes, area used: 18 %")."""
+        from napari_unet.core.data import describe_use
+
+        try:
+            image, labels, boxes, background = self._annotation()
+            use = describe_use(
+                image,
+                labels,
+                regions=boxes,
+                background=background,
+                unpainted=UNPAINTED[self.unpainted.currentText()],
+            )
+        except InputError as exc:
+            self.use_label.setText(str(exc))
+            return
+        warnings = "".join(f"<br><b>Warning:</b> {w}" for w in use.warnings)
+        self.use_label.setText("Will train on: " + use.describe() + warnings)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -345,16 +495,24 @@ class TrainDock(QWidget):
         self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
+        image, labels, boxes, settings, start_from, background = job_args
         self._worker = start_job(
             training_job,
-            *job_args,
+            image,
+            labels,
+            boxes,
+            settings,
+            start_from,
             self._stop,
+            background=background,
+            training=_session.training_settings(self.viewer),
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
         )
 
-    def _job_arguments(self, resume: bool) -> tuple:
+    def _annotation(self) -> tuple:
+        """(image, labels copy, boxes or None, background strokes or None) of the choices."""
         image_layer = layer_named(self.viewer, self.image_combo.currentText())
         labels_layer = layer_named(self.viewer, self.labels_combo.currentText())
         if image_layer is None:
@@ -379,6 +537,15 @@ class TrainDock(QWidget):
                 if kind == "rectangle"
             ]
             boxes = boxes_from_rectangles(rectangles, labels.shape) or None
+        strokes = background_layer_for(self.viewer, image_layer.name)
+        background = None
+        if strokes is not None and tuple(strokes.data.shape) == labels.shape:
+            background = np.array(strokes.data)
+        return np.asarray(image_layer.data), labels, boxes, background
+
+    def _job_arguments(self, resume: bool) -> tuple:
+        image, labels, boxes, background = self._annotation()
+        image_layer = layer_named(self.viewer, self.image_combo.currentText())
         if resume:
             if self._finished is None:
                 raise InputError("Resume: train a model first (Start)")
@@ -388,8 +555,7 @@ class TrainDock(QWidget):
         else:
             preset, start_from = self._start_from()
         self._image_layer = image_layer
-        image = np.asarray(image_layer.data)
-        return image, labels, boxes, self._settings(preset), start_from
+        return image, labels, boxes, self._settings(preset), start_from, background
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""

@@ -3,11 +3,14 @@
 Shows, for a labels layer, the separated target (touching cells split by gaps), the
 distances d1/d2 and the weight map of the paper, recomputed off the GUI thread whenever
 a parameter, the slice or the labels change. The numbers come from `core.weights`.
+Its parameters are the viewer's training settings (`_session.training_settings`): what
+the preview shows is what the Train dock trains with.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
@@ -15,6 +18,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QVBoxLayou
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core import weights
+from napari_unet.widgets import _session
 from napari_unet.widgets._common import (
     fill_combo,
     layer_choices,
@@ -75,15 +79,51 @@ class WeightMapDock(QWidget):
         self._running = 0  # id of the request the worker is computing
         self._watched = None  # the labels layer whose edits trigger an update
 
-        for signal in (self.w0.valueChanged, self.sigma.valueChanged):
-            signal.connect(self._schedule)
-        for box in (self.balance, self.all_slices):
-            box.toggled.connect(self._schedule)
+        for signal in (self.w0.valueChanged, self.sigma.valueChanged, self.balance.toggled):
+            signal.connect(self._publish)
+        self.all_slices.toggled.connect(self._schedule)
         self.labels_combo.currentTextChanged.connect(self._on_layer_chosen)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
         self.viewer.dims.events.current_step.connect(self._on_step)
+        self.adopt(_session.training_settings(self.viewer))
+        forget = _session.on_settings_changed(self.viewer, self.adopt)
+        self.destroyed.connect(lambda *_: forget())
         self._refresh_choices()
+
+    # --- shared settings ----------------------------------------------------------------
+
+    def adopt(self, settings) -> None:
+        """Show the viewer's training settings (changed by another dock or a loaded model)."""
+        ws = settings.weights
+        for control, value in (
+            (self.w0, ws.w0),
+            (self.sigma, ws.sigma_px),
+            (self.balance, ws.balance),
+        ):
+            control.blockSignals(True)
+            if isinstance(value, bool):
+                control.setChecked(value)
+            else:
+                control.setValue(value)
+            control.blockSignals(False)
+        self._max_class_weight = ws.max_class_weight
+        self._schedule()
+
+    def _publish(self, *args) -> None:
+        """The sliders changed: they are now the training settings too."""
+        current = _session.training_settings(self.viewer).weights
+        _session.update_training_settings(
+            self.viewer,
+            source=self.adopt,
+            weights=replace(
+                current,
+                w0=float(self.w0.value()),
+                sigma_px=float(self.sigma.value()),
+                balance=self.balance.isChecked(),
+            ),
+        )
+        self._schedule()
 
     # --- choices and triggers ---------------------------------------------------------
 
@@ -139,6 +179,7 @@ class WeightMapDock(QWidget):
             "w0": self.w0.value(),
             "sigma": self.sigma.value(),
             "balance": self.balance.isChecked(),
+            "max_class_weight": self._max_class_weight,
         }
         n_slices = labels.shape[0] if labels.ndim == 3 else None
         started = time.perf_counter()
