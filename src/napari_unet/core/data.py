@@ -27,10 +27,14 @@ VALIDATION_FRACTION = 0.2  # share of a single annotated slice held out (bottom 
 MIN_VALIDATION_ROWS = 8  # a thinner band says nothing; train on everything instead
 MIN_SIZE_PX = 8  # smaller images are refused (mirror padding covers any other size)
 MAX_CANDIDATES = 1 << 20  # tile centres drawn from at most this many annotated pixels
-# A slice without boxes is sparse ("unpainted" = "auto") when its painted cells cover
-# less than this share of it: a fully annotated image of nuclei covers 10-40 %, ten
-# painted nuclei of a real 520x696 image 0.5 %, fifty 2.5 %.
-SPARSE_MAX_COVERAGE = 0.05
+# "unpainted" = "auto": a slice without boxes is sparse when more unpainted pixels (away
+# from the painted cells) look like cells than UNPAINTED_CELLS_RATIO x the painted area;
+# where intensity cannot tell (phase contrast), when the painted cells cover less than
+# SPARSE_MAX_COVERAGE of it. Fully annotated DSB 2018 nuclei cover 0.3-33 % (median
+# 10 %), synthetic cells ~60 %, phase contrast cells ~25 %; ten painted nuclei of a
+# 520x696 image 0.5 %, fifty 2.5 %.
+SPARSE_MAX_COVERAGE = 0.15
+UNPAINTED_CELLS_RATIO = 0.5
 # Background band around painted cells on sparse slices: this share of the median cell
 # diameter, within [MIN_BAND_PX, MAX_BAND_PX] (thin enough to miss most neighbours).
 BAND_FRACTION = 0.5
@@ -287,22 +291,21 @@ def band_px(labels: np.ndarray) -> int:
     return int(np.clip(round(BAND_FRACTION * diameter), MIN_BAND_PX, MAX_BAND_PX))
 
 
-def _lookalikes(image: np.ndarray, cells: np.ndarray, band: np.ndarray) -> np.ndarray:
-    """Band pixels whose intensity is on the painted cells' side of the midpoint.
+def _cell_like(image: np.ndarray, cells: np.ndarray, band: np.ndarray) -> np.ndarray | None:
+    """Pixels whose intensity is on the painted cells' side of the cells/band midpoint.
 
-    Only when cells and band are clearly apart (fluorescence); else nothing (phase
-    contrast, where intensity alone does not tell cells from background).
+    None when cells and band are not clearly apart (e.g. phase contrast, where intensity
+    alone does not tell cells from background).
     """
     inside, around = image[cells], image[band]
     if inside.size < 8 or around.size < 8:
-        return np.zeros(image.shape, dtype=bool)
+        return None
     mu_c, mu_b = float(np.median(inside)), float(np.median(around))
     spread = np.sqrt(0.5 * (inside.var() + around.var())) + 1e-6
     if abs(mu_c - mu_b) / spread < LOOKALIKE_SEPARATION:
-        return np.zeros(image.shape, dtype=bool)
+        return None
     middle = 0.5 * (mu_c + mu_b)
-    side = image > middle if mu_c > mu_b else image < middle
-    return band & side
+    return image > middle if mu_c > mu_b else image < middle
 
 
 def informative_region(
@@ -315,8 +318,9 @@ def informative_region(
 ) -> tuple[np.ndarray, AnnotationUse]:
     """Where the annotation teaches something, per slice of (N, Y, X) ``labels``.
 
-    A slice is *sparse* when ``unpainted`` is "ignore", or "auto" and no box covers it
-    and its painted cells cover less than ``SPARSE_MAX_COVERAGE`` of it. On a sparse
+    A slice is *sparse* when ``unpainted`` is "ignore", or "auto", no box covers it and
+    many unpainted pixels look like the painted cells (see ``UNPAINTED_CELLS_RATIO``;
+    by painted area when intensity cannot tell). On a sparse
     slice the used pixels are the painted cells, a band of ``band_px`` around them (minus
     pixels that look like the painted cells, when ``images`` tells) and the background
     strokes; elsewhere ``used`` is kept (whole slice or boxes). Returns the new mask and
@@ -331,17 +335,22 @@ def informative_region(
     n_strokes = count_strokes(strokes)
     for i, plane in enumerate(labels):
         cells = plane > 0
-        coverage = np.count_nonzero(cells) / cells.size
-        is_sparse = unpainted == "ignore" or (
-            unpainted == "auto" and not boxed[i] and coverage < SPARSE_MAX_COVERAGE
-        )
-        if not is_sparse:
+        if unpainted == "background" or (unpainted == "auto" and boxed[i]):
             continue
-        sparse.append(i)
         near = ndi.distance_transform_edt(~cells) <= band_px(plane) if cells.any() else cells
         band = near & ~cells
-        if images is not None:
-            band &= ~_lookalikes(images[i], cells, band)
+        cell_like = None if images is None else _cell_like(images[i], cells, band)
+        if unpainted == "auto":
+            if cell_like is None:  # intensity says nothing: judge by the painted area
+                is_sparse = np.count_nonzero(cells) < SPARSE_MAX_COVERAGE * cells.size
+            else:  # many unpainted pixels away from the cells look like cells
+                unpainted_cells = np.count_nonzero(cell_like & ~near)
+                is_sparse = unpainted_cells > UNPAINTED_CELLS_RATIO * np.count_nonzero(cells)
+            if not is_sparse:
+                continue
+        sparse.append(i)
+        if cell_like is not None:
+            band &= ~cell_like
         used[i] = cells | band | strokes[i]
     n_cells = int(np.count_nonzero(np.unique(labels)))
     background = np.count_nonzero(used & (labels == 0))
