@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +43,10 @@ MIN_BAND_PX, MAX_BAND_PX = 3, 20
 # In the band, pixels as bright (or dark) as the painted cells are probably cells nobody
 # painted: ignored when cells and band differ by this many pooled standard deviations.
 LOOKALIKE_SEPARATION = 1.0
+# On sparse slices where intensity separates cells from background, clear background far
+# from anything cell-like is used too (see `_clear_background`).
+AUTO_BACKGROUND = True
+RING_PX = 1.5  # the 8 neighbours of a painted cell's outline: its separation gap
 MIN_CELLS_FOR_HOLD_OUT = 4  # sparse slices: hold out painted cells only from this many
 
 BoxLike = Box | Sequence[int | None]
@@ -106,6 +111,7 @@ class TrainingData:
     weight_settings: WeightSettings = field(default_factory=WeightSettings)
     use: AnnotationUse | None = None
     unpainted: str = "auto"  # how unpainted pixels were treated (see `informative_region`)
+    centres: np.ndarray | None = None  # bool (N, Y, X): tiles are centred here (None: anywhere)
 
     @property
     def in_channels(self) -> int:
@@ -174,7 +180,7 @@ class TrainingData:
         used = used[list(indices)]
         strokes = strokes[list(indices)]
         boxed = _boxed_slices(boxes, indices)
-        used, use = informative_region(
+        used, centres, touching, use = informative_region(
             annotated, used, strokes, boxed, unpainted, images=images.mean(axis=1)
         )
         ws = weight_settings or WeightSettings()
@@ -187,6 +193,9 @@ class TrainingData:
             ignore=~used,
             max_class_weight=ws.max_class_weight,
         )
+        # a painted cell's gap to an unpainted neighbour (d1 + d2 ~ 2 px): the border term
+        gap = ws.w0 * np.exp(-(2.0**2) / (2.0 * ws.sigma_px**2))
+        loss_weights[touching] = np.maximum(loss_weights[touching], gap)
         targets = _targets(annotated, n_classes)
         if use.sparse_slices:
             validation, validation_weights = _hold_out_cells(
@@ -215,6 +224,7 @@ class TrainingData:
             weight_settings=ws,
             use=use,
             unpainted=unpainted,
+            centres=centres if use.sparse_slices else None,
         )
 
 
@@ -308,6 +318,32 @@ def _cell_like(image: np.ndarray, cells: np.ndarray, band: np.ndarray) -> np.nda
     return image > middle if mu_c > mu_b else image < middle
 
 
+def _clear_background(
+    image: np.ndarray, cells: np.ndarray, band: np.ndarray, cell_like: np.ndarray, width: int
+) -> np.ndarray:
+    """Pixels that are background beyond doubt: darker (or brighter, for dark cells) than
+    the typical band pixel and farther than a band from anything that looks like a cell.
+
+    Only used when intensity separates cells from background (see `_cell_like`); it lets
+    a few painted cells teach "not a cell" over the whole image, not only next to them.
+    """
+    from scipy import ndimage as ndi
+
+    mu_c, mu_b = float(np.median(image[cells])), float(np.median(image[band]))
+    beyond = image < mu_b if mu_c > mu_b else image > mu_b
+    far = ndi.distance_transform_edt(~(cell_like | cells)) > width
+    return beyond & far
+
+
+class Informative(NamedTuple):
+    """What `informative_region` found: masks (N, Y, X) and the summary."""
+
+    used: np.ndarray  # pixels with a loss weight
+    centres: np.ndarray  # where training tiles may be centred
+    touching: np.ndarray  # gap pixels between a painted cell and an unpainted neighbour
+    use: AnnotationUse
+
+
 def informative_region(
     labels: np.ndarray,
     used: np.ndarray,
@@ -315,29 +351,34 @@ def informative_region(
     boxed: np.ndarray,
     unpainted: str = "auto",
     images: np.ndarray | None = None,
-) -> tuple[np.ndarray, AnnotationUse]:
+) -> Informative:
     """Where the annotation teaches something, per slice of (N, Y, X) ``labels``.
 
     A slice is *sparse* when ``unpainted`` is "ignore", or "auto", no box covers it and
     many unpainted pixels look like the painted cells (see ``UNPAINTED_CELLS_RATIO``;
     by painted area when intensity cannot tell). On a sparse
     slice the used pixels are the painted cells, a band of ``band_px`` around them (minus
-    pixels that look like the painted cells, when ``images`` tells) and the background
-    strokes; elsewhere ``used`` is kept (whole slice or boxes). Returns the new mask and
-    an `AnnotationUse` with warnings when the annotation cannot teach much.
+    pixels that look like the painted cells, when ``images`` tells), the background
+    strokes and, when intensity separates cells from background, clear background far
+    from anything cell-like (`_clear_background`); elsewhere ``used`` is kept (whole slice or boxes). Returns the new mask,
+    where tiles may be centred (on sparse slices: cells, band and strokes only) and an
+    `AnnotationUse` with warnings when the annotation cannot teach much.
     """
     if unpainted not in UNPAINTED:
         raise InputError(f"unpainted must be one of {UNPAINTED}; got {unpainted!r}")
     from scipy import ndimage as ndi
 
     used = used.copy()
+    centres = used.copy()
+    touching = np.zeros(used.shape, dtype=bool)
     sparse: list[int] = []
     n_strokes = count_strokes(strokes)
     for i, plane in enumerate(labels):
         cells = plane > 0
         if unpainted == "background" or (unpainted == "auto" and boxed[i]):
             continue
-        near = ndi.distance_transform_edt(~cells) <= band_px(plane) if cells.any() else cells
+        width = band_px(plane)
+        near = ndi.distance_transform_edt(~cells) <= width if cells.any() else cells
         band = near & ~cells
         cell_like = None if images is None else _cell_like(images[i], cells, band)
         if unpainted == "auto":
@@ -349,9 +390,17 @@ def informative_region(
             if not is_sparse:
                 continue
         sparse.append(i)
+        used[i] = cells | strokes[i]
         if cell_like is not None:
-            band &= ~cell_like
-        used[i] = cells | band | strokes[i]
+            # The pixels right outside a painted cell are its outline's gap, even where
+            # an unpainted neighbour touches it: background, weighted like a gap.
+            ring = band & (ndi.distance_transform_edt(~cells) <= RING_PX)
+            touching[i] = ring & cell_like
+            band &= ~cell_like | ring
+            if AUTO_BACKGROUND:
+                used[i] |= _clear_background(images[i], cells, band, cell_like, width)
+        used[i] |= band
+        centres[i] = cells | band | strokes[i]
     n_cells = int(np.count_nonzero(np.unique(labels)))
     background = np.count_nonzero(used & (labels == 0))
     # (an image whose painted cells fill every used pixel cannot teach "not a cell")
@@ -376,7 +425,7 @@ def informative_region(
         n_slices=len(labels),
         warnings=tuple(warnings),
     )
-    return used, use
+    return Informative(used, centres, touching, use)
 
 
 def _targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -516,7 +565,7 @@ def describe_use(
         _boxed_slices(boxes, indices),
         unpainted,
         images=plain.mean(axis=1),
-    )[1]
+    ).use
 
 
 class TileSampler:
@@ -543,7 +592,10 @@ class TileSampler:
         self._images = np.pad(data.images, ((0, 0),) + spatial, mode="reflect")
         self._targets = np.pad(data.targets, spatial, mode="reflect")
         self._weights = np.pad(data.weights, spatial)
-        candidates = np.flatnonzero(data.weights > 0)
+        where = data.weights > 0
+        if data.centres is not None and (where & data.centres).any():
+            where &= data.centres  # sparse painting: tiles around the painted cells
+        candidates = np.flatnonzero(where)
         if candidates.size == 0:
             raise InputError(
                 "labels: no annotated pixels are left for training after the validation "

@@ -44,7 +44,11 @@ from napari_unet.widgets._common import (
     set_layer,
     start_job,
 )
-from napari_unet.widgets.annotate import REGIONS_LAYER, background_layer_for
+from napari_unet.widgets.annotate import (
+    BACKGROUND_SUFFIX,
+    REGIONS_LAYER,
+    background_layer_for,
+)
 
 MODELS = {  # model choice shown -> what training starts from
     "new light model": "light",
@@ -342,12 +346,14 @@ class TrainDock(QWidget):
     def _refresh_choices(self, event=None) -> None:
         images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
         fill_combo(self.image_combo, images)
-        fill_combo(self.labels_combo, layer_choices(self.viewer, "labels"))
+        labels = layer_choices(self.viewer, "labels")
+        fill_combo(self.labels_combo, [n for n in labels if not n.endswith(BACKGROUND_SUFFIX)])
         shapes = layer_choices(self.viewer, "shapes")
         previous = self.regions_combo.currentText()
         fill_combo(self.regions_combo, [NO_REGIONS, *shapes])
         if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
             self.regions_combo.setCurrentText(REGIONS_LAYER)
+        self._on_layers_chosen()  # a new background or regions layer is watched too
 
     def _on_model_choice(self, text: str) -> None:
         from_file = MODELS.get(text) == "file"
