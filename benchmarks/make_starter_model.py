@@ -74,7 +74,7 @@ def make_starter() -> None:
     )
     started = time.perf_counter()
     result = run(data, config, report_every=100)
-    path = result.save(starter_model_path())
+    path = result.trained().save(starter_model_path())
     best = result.metadata["validation"]
     print(
         f"saved {path} ({path.stat().st_size / 1e6:.1f} MB): {result.steps_done} steps in "

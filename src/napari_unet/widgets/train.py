@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +31,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.annotations import Box, boxes_from_rectangles
+from napari_unet.core.annotations import boxes_from_rectangles
 from napari_unet.core.io import InputError, check_same_shape
+from napari_unet.core.presets import (
+    AUTO,
+    DEVICES,
+    LIGHT,
+    MODEL_PRESETS,
+    PRESET_HELP,
+    PRESET_TITLES,
+    default_preset,
+)
 from napari_unet.widgets import _session
 from napari_unet.widgets._common import (
+    core_job,
     fill_combo,
     layer_choices,
     layer_named,
@@ -50,93 +58,29 @@ from napari_unet.widgets.annotate import (
     background_layer_for,
 )
 
-MODELS = {  # model choice shown -> what training starts from
-    "new light model": "light",
-    "new paper-size model": "paper",
-    "starter model": "starter",
-    "model file": "file",
-}
-DEVICES = ("auto", "cpu", "cuda", "mps")
+STARTER, FILE = "starter", "file"
 UNPAINTED = {  # choice shown -> `TrainingSettings.unpainted`
     "auto": "auto",
     "ignored (a few painted cells)": "ignore",
     "background (completely painted)": "background",
 }
 USE_REFRESH_MS = 300  # the "what will be used" line follows painting at most this often
+
+
+def new_model_choice(preset: str) -> str:
+    """The model choice that trains a new model of ``preset`` ("new light model")."""
+    return f"new {PRESET_TITLES[preset]} model"
+
+
+MODELS = {  # model choice shown -> what training starts from
+    **{new_model_choice(preset): preset for preset in MODEL_PRESETS},
+    "starter model": STARTER,
+    "model file": FILE,
+}
 NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
-AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Training ended (or was stopped): a CPU copy of the best net and its metadata."""
-
-    net: Any  # UNet in eval mode
-    metadata: dict
-    steps_done: int
-    best_step: int
-    best_iou: float | None
-    stopped: bool
-
-
-def training_job(
-    image: np.ndarray,
-    labels: np.ndarray,
-    boxes: list[Box] | None,
-    settings: dict[str, Any],
-    start_from: Any,
-    stop: threading.Event,
-    background: np.ndarray | None = None,
-    training: Any = None,
-) -> Generator[Any, None, Finished | None]:
-    """Build the training data, then train; ``stop`` ends it after the current step.
-
-    ``start_from``: None (new model of ``settings["preset"]``), a model file, or a UNet
-    (copied, so a model published to the session is never changed in place).
-    ``background``: background strokes; ``training``: the viewer's `TrainingSettings`
-    (loss weights, augmentation, unpainted pixels), the ones the preview docks show.
-    """
-    import copy
-
-    from napari_unet.core.data import TrainingData
-    from napari_unet.core.settings import TrainingSettings
-    from napari_unet.core.train import TrainConfig, TrainResult, train
-
-    training = training or TrainingSettings()
-    training.check()
-    config = TrainConfig(**settings, augment=training.augment)
-    config.check()
-    data = TrainingData.from_arrays(
-        image,
-        labels,
-        regions=boxes,
-        background=background,
-        unpainted=training.unpainted,
-        weight_settings=training.weights,
-    )
-    if stop.is_set():
-        return None
-    if start_from is not None and not isinstance(start_from, str | Path):
-        start_from = copy.deepcopy(start_from)
-    result = TrainResult()
-    job = train(data, config, net=start_from, result=result)
-    for event in job:
-        yield event
-        if stop.is_set():
-            job.close()  # the core keeps the best model so far
-            break
-    if result.best_state is None:
-        return None
-    return Finished(
-        net=result.best_net(),
-        metadata={"architecture": dict(result.config), **result.metadata},
-        steps_done=result.steps_done,
-        best_step=result.best_step,
-        best_iou=result.best_iou,
-        stopped=stop.is_set() or result.stopped_early,
-    )
+TRAINING_JOB = core_job("napari_unet.core.train:training_job")
 
 
 def _read_settings(path: str):
@@ -180,8 +124,9 @@ class TrainDock(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
-            "light: fast on a CPU; paper-size: the 2015 U-Net, for a GPU; starter: light, "
-            "pre-trained on synthetic cells; model file: continue from a saved model"
+            "; ".join(f"{PRESET_TITLES[p]}: {PRESET_HELP[p]}" for p in MODEL_PRESETS)
+            + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on synthetic cells; "
+            "model file: continue from a saved model"
         )
         self.model_file = QLineEdit()
         self.model_file.setPlaceholderText("model.safetensors")
@@ -203,8 +148,8 @@ class TrainDock(QWidget):
         self.unpainted = QComboBox()
         self.unpainted.addItems(list(UNPAINTED))
         self.unpainted.setToolTip(
-            "Pixels nobody painted. auto: ignored when a few cells are painted without "
-            "training boxes (painted cells cover < 5 % of a slice), else background"
+            "Pixels nobody painted. auto: ignored when only a few cells are painted (many "
+            "unpainted pixels look like cells; no training boxes), else background"
         )
         self.use_label = QLabel("")
         self.use_label.setWordWrap(True)
@@ -254,8 +199,9 @@ class TrainDock(QWidget):
         self._worker = None
         self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
+        self._background = None  # its background strokes
         self._pbar = None
-        self._finished: Finished | None = None  # the latest trained model
+        self._finished = None  # the latest trained model (`core.train.Trained`)
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
         self._best_iou: float | None = None
         self._best_step = 0
@@ -339,9 +285,9 @@ class TrainDock(QWidget):
         self._probe = worker
 
     def _on_gpu_probe(self, has_cuda: bool) -> None:
-        untouched = self.model_combo.currentText() == "new light model"
+        untouched = self.model_combo.currentText() == new_model_choice(default_preset("cpu"))
         if has_cuda and untouched and self._worker is None:
-            self.model_combo.setCurrentText("new paper-size model")
+            self.model_combo.setCurrentText(new_model_choice(default_preset("cuda")))
 
     def _refresh_choices(self, event=None) -> None:
         images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
@@ -356,7 +302,7 @@ class TrainDock(QWidget):
         self._on_layers_chosen()  # a new background or regions layer is watched too
 
     def _on_model_choice(self, text: str) -> None:
-        from_file = MODELS.get(text) == "file"
+        from_file = MODELS.get(text) == FILE
         self.model_file.setEnabled(from_file)
         self.browse_button.setEnabled(from_file)
         self._restore_settings()
@@ -375,10 +321,9 @@ class TrainDock(QWidget):
     def _restore_settings(self) -> None:
         """Fine-tuning a saved model: its loss and augmentation settings become the
         viewer's (the preview docks follow). The file is read off the GUI thread."""
-        choice = MODELS.get(self.model_combo.currentText())
+        if MODELS.get(self.model_combo.currentText()) not in (STARTER, FILE):
+            return
         try:
-            if choice not in ("starter", "file"):
-                return
             _, path = self._start_from()
         except InputError:
             return
@@ -402,10 +347,9 @@ class TrainDock(QWidget):
         for emitter in self._watched:
             emitter.disconnect(self._schedule_use)
         self._watched = []
-        image = self.image_combo.currentText()
         layers = [
             layer_named(self.viewer, self.labels_combo.currentText()),
-            background_layer_for(self.viewer, image),
+            background_layer_for(self.viewer, self.image_combo.currentText()),
             layer_named(self.viewer, self.regions_combo.currentText()),
         ]
         for layer in layers:
@@ -447,7 +391,7 @@ class TrainDock(QWidget):
         if path:
             self.model_file.setText(path)
 
-    def _settings(self, preset: str) -> dict[str, Any]:
+    def _settings(self, preset: str | None) -> dict[str, Any]:
         """`TrainConfig` keyword arguments from the controls (0 = auto = None)."""
         return {
             "steps": self.steps.value() or None,
@@ -459,27 +403,27 @@ class TrainDock(QWidget):
             "device": self.device.currentText(),
         }
 
-    def _start_from(self) -> tuple[str, Any]:
+    def _start_from(self) -> tuple[str | None, Any]:
         """(preset for a new model, what to start from: None or a model file).
 
-        A model file brings its own architecture: the preset is then unused.
+        A model file brings its own architecture: no preset then.
         """
         choice = MODELS[self.model_combo.currentText()]
-        if choice in ("light", "paper"):
+        if choice in MODEL_PRESETS:
             return choice, None
-        if choice == "starter":
+        if choice == STARTER:
             from napari_unet.models import starter_model_path
 
             path = starter_model_path()
             if not path.is_file():
                 raise InputError(f"The starter model is missing from this install ({path})")
-            return "light", str(path)
+            return None, str(path)
         text = self.model_file.text().strip()
         if not text:
             raise InputError("Model file: choose a .safetensors model to start from")
         if not Path(text).is_file():
             raise InputError(f"Model file {text!r} does not exist")
-        return "light", text
+        return None, text
 
     # --- running ----------------------------------------------------------------------
 
@@ -501,16 +445,13 @@ class TrainDock(QWidget):
         self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
-        image, labels, boxes, settings, start_from, background = job_args
         self._worker = start_job(
-            training_job,
-            image,
-            labels,
-            boxes,
-            settings,
-            start_from,
-            self._stop,
-            background=background,
+            TRAINING_JOB,
+            *job_args,
+            stop=self._stop,
+            # Resume: the last weights with the optimiser's state, not the best weights
+            resume=self._finished.resume if resume and self._finished is not None else None,
+            background=self._background,
             training=_session.training_settings(self.viewer),
             on_yield=self._on_event,
             on_return=self._on_return,
@@ -551,23 +492,26 @@ class TrainDock(QWidget):
 
     def _job_arguments(self, resume: bool) -> tuple:
         image, labels, boxes, background = self._annotation()
-        image_layer = layer_named(self.viewer, self.image_combo.currentText())
         if resume:
             if self._finished is None:
                 raise InputError("Resume: train a model first (Start)")
-            preset, start_from = "light", self._finished.net
+            preset, start_from = None, self._finished.net
             plotted = self._history["loss"]
             self._offset = int(plotted[-1][0]) if plotted else 0  # the plot goes on
         else:
             preset, start_from = self._start_from()
-        self._image_layer = image_layer
-        return image, labels, boxes, self._settings(preset), start_from, background
+        self._image_layer = layer_named(self.viewer, self.image_combo.currentText())
+        self._background = background
+        return image, labels, self._settings(preset), start_from, boxes
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
         if self._worker is not None:
             self._stop.set()
-            self.status.setText("Stopping after the current step…")
+            self.status.setText(
+                "Stopping after the current step; the last weights are validated once more "
+                "and the better of them and the best so far is kept…"
+            )
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -640,7 +584,7 @@ class TrainDock(QWidget):
         loss_axes.autoscale_view()
         self.canvas.draw_idle()
 
-    def _on_return(self, finished: Finished | None) -> None:
+    def _on_return(self, finished) -> None:
         if finished is None:
             self.status.setText("Stopped before training began.")
             return
@@ -651,7 +595,7 @@ class TrainDock(QWidget):
         self.status.setText(
             f"Training {how} after {self._offset + finished.steps_done} steps. The best "
             f"model (step {self._offset + finished.best_step}{score}) is now the current "
-            "model for the Predict dock; Save keeps it."
+            "model for the Predict dock; Save keeps it. " + finished.note()
         )
 
     def _on_finish(self) -> None:
@@ -684,7 +628,7 @@ class TrainDock(QWidget):
             path = path.with_name(path.name + checkpoint.SUFFIX)
         started = time.perf_counter()
         try:
-            written = checkpoint.save(path, self._finished.net, self._finished.metadata)
+            written = self._finished.save(path)  # and its resume state beside it
         except (OSError, InputError) as exc:
             report_error(exc)
             return None
