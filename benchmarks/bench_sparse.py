@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.core import checkpoint, io, metrics, predict
-from napari_unet.core.data import TrainingData
-from napari_unet.core.train import Step, TrainConfig, TrainResult, train
+from napari_unet.core.events import run_to_end
+from napari_unet.core.train import Step, TrainConfig, TrainResult, training_job
 from napari_unet.models import starter_model_path
 
 IMAGES = ("0ea221716cf13710", "07fb37aafa662660", "4dbbb275960ab9e4")  # 520x696 nuclei
@@ -59,7 +59,7 @@ def rest(truth: np.ndarray, painted: np.ndarray, predicted: np.ndarray):
 
 def predicted_labels(net, meta, image) -> np.ndarray:
     config = predict.PredictConfig(device="cpu")
-    return predict.run(predict.predict_image(net, meta, image, config)).labels
+    return run_to_end(predict.prediction_job((net, meta), image, config)).labels
 
 
 def max_spike(history: list[float]) -> float:
@@ -70,20 +70,16 @@ def max_spike(history: list[float]) -> float:
     return worst
 
 
-def fine_tune(image, painted, minutes: float, seed: int):
-    data = TrainingData.from_arrays(image, painted)
+def fine_tune(image, painted, minutes: float, seed: int, steps: int | None):
+    """The starter fine-tuned as the Train dock does it: `training_job`, default settings."""
     result = TrainResult()
     losses = []
     started = time.perf_counter()
-    for event in train(
-        data,
-        TrainConfig(device="cpu", max_minutes=minutes, seed=seed),
-        net=str(starter_model_path()),
-        result=result,
-    ):
+    config = TrainConfig(device="cpu", max_minutes=minutes, seed=seed, steps=steps)
+    for event in training_job(image, painted, config, str(starter_model_path()), result=result):
         if isinstance(event, Step):
             losses.append(event.loss)
-    return result, data, losses, time.perf_counter() - started
+    return result, losses, time.perf_counter() - started
 
 
 def score(kind: str, truth, painted, labels) -> float:
@@ -94,9 +90,9 @@ def score(kind: str, truth, painted, labels) -> float:
     return float(metrics.average_precision(gt, pred, (0.5,))[0])
 
 
-def run_case(kind, name, image, truth, k, minutes, seed, starter) -> dict:
+def run_case(kind, name, image, truth, k, minutes, seed, starter, steps=None) -> dict:
     painted = paint(truth, k, seed)
-    result, data, losses, seconds = fine_tune(image, painted, minutes, seed)
+    result, losses, seconds = fine_tune(image, painted, minutes, seed, steps)
     net = result.best_net()
     tuned = predicted_labels(net, result.metadata, image)
     out = {
@@ -108,8 +104,9 @@ def run_case(kind, name, image, truth, k, minutes, seed, starter) -> dict:
         "train_s": round(seconds, 1),
         "steps": result.steps_done,
         "best_step": result.best_step,
+        "kept_start": result.kept_start,
         "max_spike": round(max_spike(losses), 2),
-        "area_used": round(data.use.used_fraction, 3) if data.use else None,
+        "annotation": result.metadata["training"].get("annotation"),
     }
     print(json.dumps(out), flush=True)
     return out
@@ -124,6 +121,7 @@ def main() -> None:
     parser.add_argument("--phase-slice", type=int, default=0, help="-1: skip phase contrast")
     parser.add_argument("--phase-cells", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, help="cap on steps (default: the preset's)")
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--threads",
@@ -155,7 +153,9 @@ def main() -> None:
         truth = io.read(args.data / "dsb2018" / "labels" / f"{name}.tif")
         for k in args.cells:
             results.append(
-                run_case("nuclei", name, image, truth, k, args.minutes, args.seed, starter)
+                run_case(
+                    "nuclei", name, image, truth, k, args.minutes, args.seed, starter, args.steps
+                )
             )
     if args.phase_slice >= 0:
         folder = args.data / "usiigaci_phase"

@@ -200,6 +200,7 @@ class TrainDock(QWidget):
         self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
         self._background = None  # its background strokes
+        self._view_box = None  # (slice, y0, x0, y1, x1) of the image on screen
         self._pbar = None
         self._finished = None  # the latest trained model (`core.train.Trained`)
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
@@ -221,6 +222,9 @@ class TrainDock(QWidget):
         self.model_file.editingFinished.connect(self._restore_settings)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self.viewer.camera.events.center.connect(self._update_view_box)
+        self.viewer.camera.events.zoom.connect(self._update_view_box)
+        self.viewer.dims.events.current_step.connect(self._update_view_box)
         # What the annotation will teach: recounted shortly after painting stops.
         self._use_timer = QTimer(self)
         self._use_timer.setSingleShot(True)
@@ -453,6 +457,7 @@ class TrainDock(QWidget):
             resume=self._finished.resume if resume and self._finished is not None else None,
             background=self._background,
             training=_session.training_settings(self.viewer),
+            view=self._viewed,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
@@ -502,6 +507,7 @@ class TrainDock(QWidget):
             preset, start_from = self._start_from()
         self._image_layer = layer_named(self.viewer, self.image_combo.currentText())
         self._background = background
+        self._update_view_box()
         return image, labels, self._settings(preset), start_from, boxes
 
     def stop(self) -> None:
@@ -550,14 +556,31 @@ class TrainDock(QWidget):
         latest = self._history["iou"][-1][1]
         return f" · IoU {latest:.3f} (best {self._best_iou:.3f} at step {self._best_step})"
 
+    def _update_view_box(self, event=None) -> None:
+        """Remember the part of the training image on screen (the worker asks for it)."""
+        layer = self._image_layer
+        if layer is None or layer.ndim not in (2, 3):
+            return
+        corners = np.asarray(layer.corner_pixels, dtype=float)  # data coordinates
+        (y0, x0), (y1, x1) = corners[0, -2:], corners[1, -2:]
+        z = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 3]) if layer.ndim == 3 else 0
+        self._view_box = (z, int(y0), int(x0), int(y1) + 1, int(x1) + 1)
+
+    def _viewed(self):
+        return self._view_box  # read by the worker thread: a tuple, replaced atomically
+
     def _show_preview(self, event) -> None:
-        """Foreground probability of the held-out region, placed where it is in the image."""
-        if event.preview is None or event.region is None or self._image_layer is None:
+        """Foreground probability of the part on screen (else the held-out region), placed
+        where it is in the image."""
+        preview, region = event.preview, event.region
+        if getattr(event, "view", None) is not None:
+            preview, region = event.view, event.view_region
+        if preview is None or region is None or self._image_layer is None:
             return
         image_layer = self._image_layer
-        slice_index, y0, x0, _, _ = event.region
+        slice_index, y0, x0, _, _ = region
         two_d = image_layer.ndim == 2
-        data = event.preview if two_d else event.preview[None]
+        data = preview if two_d else preview[None]
         offset = np.array((y0, x0) if two_d else (slice_index, y0, x0), dtype=float)
         scale = np.asarray(image_layer.scale)[-data.ndim :]
         translate = np.asarray(image_layer.translate)[-data.ndim :] + offset * scale
