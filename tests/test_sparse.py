@@ -11,6 +11,7 @@ from napari_unet.core.data import (
     band_px,
     describe_use,
 )
+from napari_unet.core.settings import TrainingSettings
 from napari_unet.core.synthetic import touching_cells
 
 
@@ -142,3 +143,42 @@ def test_describe_use_matches_training_and_warns(sparse_cells):
     strokes_only = describe_use(image, np.zeros_like(truth), background=truth > 0)
     assert any("no cells painted" in w for w in strokes_only.warnings)
     assert describe_use(image, np.zeros_like(truth)).warnings == ("nothing is annotated yet",)
+
+
+def _fine_tune(image, painted, unpainted: str, steps: int = 40):
+    from napari_unet.core.train import Step, TrainConfig, TrainResult, training_job
+    from napari_unet.models import starter_model_path
+
+    result = TrainResult()
+    config = TrainConfig(steps=steps, tile_size=92, device="cpu", seed=0, validate_every=1000)
+    training = TrainingSettings(unpainted=unpainted)
+    losses = []
+    for event in training_job(
+        image, painted, config, str(starter_model_path()), result=result, training=training
+    ):
+        if isinstance(event, Step):
+            losses.append(event.loss)
+    return result, losses
+
+
+def test_a_few_painted_cells_fine_tune_without_collapse_or_spikes():
+    from napari_unet.core import tiling
+    from napari_unet.core.normalize import normalize
+
+    image, truth = touching_cells((192, 192), seed=21)
+    ids = np.unique(truth)[1:]
+    painted = _paint(truth, ids[::5][:8])
+    rest = (truth > 0) & (painted == 0)  # the cells nobody painted
+    sparse, losses = _fine_tune(image, painted, "auto")
+    assert sparse.metadata["training"]["annotation"].startswith("8 cells")
+    # no spike: every loss under 10x the running mean of the 20 before it (the median is
+    # ~0 here: the starter already gets most synthetic tiles right, so they cost nothing)
+    for i in range(20, len(losses)):
+        assert losses[i] < 10 * np.mean(losses[i - 20 : i])
+
+    # the trained (last) weights still find the unpainted cells: nothing taught them as
+    # background (with unpainted = background they would be, and the start model kept)
+    net = sparse.net
+    net.load_state_dict(sparse.resume.weights)
+    probs = tiling.predict_tiled(net.eval(), normalize(image), device="cpu")
+    assert ((probs[1] > 0.5) & rest).sum() / rest.sum() > 0.8
