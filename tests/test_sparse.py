@@ -182,3 +182,22 @@ def test_a_few_painted_cells_fine_tune_without_collapse_or_spikes():
     net.load_state_dict(sparse.resume.weights)
     probs = tiling.predict_tiled(net.eval(), normalize(image), device="cpu")
     assert ((probs[1] > 0.5) & rest).sum() / rest.sum() > 0.8
+
+
+def test_cli_trains_with_background_strokes_and_the_unpainted_rule(tmp_path, sparse_cells):
+    from napari_unet._cli import main
+    from napari_unet.core import checkpoint, io
+
+    image, _, painted = sparse_cells
+    strokes = np.zeros(painted.shape, np.uint8)
+    strokes[2:6, 2:40] = 1
+    paths = {n: tmp_path / f"{n}.tif" for n in ("image", "labels", "strokes")}
+    for name, data in zip(paths, (image, painted, strokes), strict=True):
+        io.write(paths[name], data)
+    model = tmp_path / "m.safetensors"
+    args = ["train", str(paths["image"]), str(paths["labels"]), "-o", str(model)]
+    args += ["--steps", "1", "--tile-size", "92", "--device", "cpu"]
+    assert main([*args, "--background", str(paths["strokes"]), "--unpainted", "ignore"]) == 0
+    training = checkpoint.read_metadata(model)["training"]
+    assert training["annotation"].startswith("3 cells, 1 background stroke;")
+    assert training["settings"]["unpainted"] == "ignore"
