@@ -83,7 +83,7 @@ class AnnotationUse:
         )
         slices = f" of {self.n_slices} slices" if self.n_slices > 1 else ""
         how = (
-            "only around painted cells"
+            "sparse: unpainted cells ignored"
             if self.sparse_slices and len(self.sparse_slices) == self.n_slices
             else "unpainted = background"
             if not self.sparse_slices
@@ -474,6 +474,13 @@ def _hold_out(
             return None, None
         mask = used[index].copy()
         mask[:start] = False
+    return _region_of(mask, index, indices, loss_weights)
+
+
+def _region_of(
+    mask: np.ndarray, index: int, indices: tuple[int, ...], loss_weights: np.ndarray
+) -> tuple[ValidationRegion, np.ndarray]:
+    """The held-out region: the bounding box of ``mask`` on data slice ``index``."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     region = ValidationRegion(
@@ -522,19 +529,7 @@ def _hold_out_cells(
     mask = near & used[index]
     if not mask.any():
         return None, None
-    ys, xs = np.nonzero(mask)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    region = ValidationRegion(
-        index=index,
-        slice_index=indices[index],
-        y0=y0,
-        x0=x0,
-        y1=y1,
-        x1=x1,
-        mask=mask[y0:y1, x0:x1].copy(),
-    )
-    validation_weights = loss_weights[index, y0:y1, x0:x1] * region.mask
-    return region, validation_weights.astype(np.float32)
+    return _region_of(mask, index, indices, loss_weights)
 
 
 def describe_use(
