@@ -233,8 +233,10 @@ class TrainDock(QWidget):
         self.model_file.editingFinished.connect(self._restore_settings)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self.viewer.camera.events.center.connect(self._update_view_box)
-        self.viewer.camera.events.zoom.connect(self._update_view_box)
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; before: viewer.camera
+        camera = scene.camera if scene is not None else self.viewer.camera
+        camera.events.center.connect(self._update_view_box)
+        camera.events.zoom.connect(self._update_view_box)
         self.viewer.dims.events.current_step.connect(self._update_view_box)
         # What the annotation will teach: recounted shortly after painting stops.
         self._use_timer = QTimer(self)
