@@ -54,7 +54,7 @@ def test_paint_train_predict_correct_resume(viewer, qtbot):
     strokes[:, 12:] = 0
     background.data = strokes
     labels_name = labels.name
-    assert train_dock.labels_combo.currentText() == labels_name
+    assert train_dock.labels_picker.current_choice == labels_name
     qtbot.waitUntil(lambda: "6 cells" in train_dock.use_label.text(), timeout=10_000)
 
     # 2. fine-tune the starter model
@@ -63,7 +63,7 @@ def test_paint_train_predict_correct_resume(viewer, qtbot):
     train_dock.tile_size.setValue(92)
     train_dock.device.setCurrentText("cpu")
     _click(qtbot, train_dock.start_button)
-    qtbot.waitUntil(lambda: train_dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not train_dock.jobs.busy, timeout=TIMEOUT_MS)
     first = train_dock._finished
     assert first is not None and first.steps_done == 12
     assert first.metadata["training"]["annotation"].startswith("6 cells, ")
@@ -75,7 +75,7 @@ def test_paint_train_predict_correct_resume(viewer, qtbot):
     assert predict_dock.model_combo.currentText() == SESSION
     _click(qtbot, predict_dock.run_button)
     qtbot.waitUntil(
-        lambda: predict_dock.worker is None and predict_dock.run_button.isEnabled(),
+        lambda: not predict_dock.jobs.busy and predict_dock.run_button.isEnabled(),
         timeout=TIMEOUT_MS,
     )
     predicted = np.asarray(viewer.layers["cells U-Net labels"].data)
@@ -89,7 +89,7 @@ def test_paint_train_predict_correct_resume(viewer, qtbot):
     # 5. resume: the last weights with their optimiser state; the plot goes on
     train_dock.steps.setValue(4)
     _click(qtbot, train_dock.resume_button)
-    qtbot.waitUntil(lambda: train_dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not train_dock.jobs.busy, timeout=TIMEOUT_MS)
     again = train_dock._finished
     steps = [step for step, _ in train_dock._history["loss"]]
     assert steps == list(range(1, 17))

@@ -48,7 +48,7 @@ def test_preview_settings_are_trained_saved_and_restored(viewer, qtbot, tmp_path
     train_dock.tile_size.setValue(92)
     train_dock.device.setCurrentText("cpu")
     train_dock.start()
-    qtbot.waitUntil(lambda: train_dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not train_dock.jobs.busy, timeout=TIMEOUT_MS)
     saved = train_dock.save(tmp_path / "m.safetensors")
     stored = checkpoint.read_metadata(saved)["training"]["settings"]
     assert stored["weights"]["w0"] == 20.0 and stored["weights"]["balance"] is False
@@ -80,13 +80,13 @@ def test_background_brush_and_what_training_will_use(viewer, qtbot):
     assert background.name == "cells background" and background.data.shape == (96, 96)
     assert background.selected_label == 1 and background.mode == "paint"
     assert viewer.layers.selection.active is background
-    assert annotate.labels_combo.currentText() == "cells annotations"  # not the strokes
+    assert annotate.labels_picker.current_choice == "cells annotations"  # not the strokes
     strokes = np.zeros((96, 96), np.uint8)
     strokes[1:4, 1:30] = 1  # one stroke along the top edge
     background.data = strokes
     qtbot.waitUntil(lambda: "1 background stroke" in annotate.status.text(), timeout=5000)
 
-    assert train_dock.labels_combo.currentText() == "cells annotations"
+    assert train_dock.labels_picker.current_choice == "cells annotations"
     qtbot.waitUntil(lambda: "background stroke" in train_dock.use_label.text(), timeout=5000)
     text = train_dock.use_label.text()
     assert "4 cells, 1 background stroke; area used:" in text

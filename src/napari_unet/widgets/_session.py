@@ -43,7 +43,20 @@ def clear() -> None:
 # The Weight map and Augmentation docks write what they preview here; the Train dock
 # shows it and trains with it. Keyed by id(viewer); forgotten when the viewer goes.
 _settings: dict[int, Any] = {}
-_settings_listeners: dict[int, list[Callable[[Any], None]]] = {}
+
+
+class _Listeners(list):
+    """Callbacks with ``connect``/``disconnect``, like an event (a `Dock` can ``listen``)."""
+
+    def connect(self, callback: Callable[[Any], None]) -> None:
+        self.append(callback)
+
+    def disconnect(self, callback: Callable[[Any], None]) -> None:
+        if callback in self:
+            self.remove(callback)
+
+
+_settings_listeners: dict[int, _Listeners] = {}
 
 
 def training_settings(viewer: Any):
@@ -53,7 +66,7 @@ def training_settings(viewer: Any):
     key = id(viewer)
     if key not in _settings:
         _settings[key] = TrainingSettings()
-        _settings_listeners[key] = []
+        _settings_listeners[key] = _Listeners()
         try:
             import weakref
 
@@ -82,12 +95,11 @@ def update_training_settings(viewer: Any, source: Any = None, **changes: Any) ->
     return new
 
 
-def on_settings_changed(viewer: Any, callback: Callable[[Any], None]) -> Callable[[], None]:
-    """Call ``callback(settings)`` after each change; returns a disconnect function."""
+def settings_changed(viewer: Any) -> _Listeners:
+    """The callbacks ``callback(settings)`` run after each change of the viewer's settings
+    (``connect``/``disconnect``; a dock uses ``self.listen(settings_changed(viewer), cb)``)."""
     training_settings(viewer)
-    listeners = _settings_listeners[id(viewer)]
-    listeners.append(callback)
-    return lambda: listeners.remove(callback) if callback in listeners else None
+    return _settings_listeners[id(viewer)]
 
 
 def _forget(key: int) -> None:

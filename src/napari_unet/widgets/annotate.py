@@ -9,23 +9,30 @@ only a few cells are painted.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
+from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton, QSpinBox
+
+from napari_unet.core import annotations, project
+from napari_unet.core.io import InputError
+from napari_unet.widgets._autosave import autosave_for
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._layers import (
+    BACKGROUND,
+    OWNER_KEY,
+    go_to_plane,
+    grid_problem,
+    kind_of,
+    layer_named,
+    pixel_shape,
+    plane_index,
 )
 
-from napari_unet.core import annotations
-from napari_unet.widgets._common import fill_combo, layer_choices, layer_named, report_error
-
 REGIONS_LAYER = "training regions"
+labels_shape_for = pixel_shape  # the labels grid of an image layer (no RGB axis)
 BACKGROUND_SUFFIX = " background"  # the background strokes layer is "<image> background"
 BACKGROUND_COLOUR = "#00c8ff"
 
@@ -35,56 +42,50 @@ def background_layer_for(viewer, image_name: str):
     return layer_named(viewer, image_name + BACKGROUND_SUFFIX)
 
 
-def labels_shape_for(image_layer) -> tuple[int, ...]:
-    """The pixel grid of an image layer: its shape without an RGB(A) axis."""
-    shape = tuple(image_layer.data.shape)
-    return shape[:-1] if getattr(image_layer, "rgb", False) else shape
-
-
-class AnnotateDock(QWidget):
+class AnnotateDock(Dock):
     """Pick an image, attach or create its labels layer, paint cells, see what is annotated."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
+        self.labels_picker = self.picker("labels")
         self.create_button = QPushButton("Create labels layer")
         self.new_cell_button = QPushButton("New cell")
         self.new_cell_button.setToolTip("Select the next free label id and the paint brush")
         self.brush_size = QSpinBox()
         self.brush_size.setRange(1, 200)
         self.brush_size.setValue(10)
-        self.previous_button = QPushButton("◀ Previous annotated")
-        self.next_button = QPushButton("Next annotated ▶")
         self.background_button = QPushButton("Background brush")
         self.background_button.setToolTip(
             "Paint where there is definitely no cell (its own layer, '<image> background'); "
             "with a few painted cells, training learns background there and next to them"
         )
+        self.previous_button = QPushButton("◀ Previous annotated")
+        self.next_button = QPushButton("Next annotated ▶")
         self.regions_button = QPushButton("Add training regions")
         self.regions_button.setToolTip(
             "Draw rectangles: only annotations inside them are used for training"
         )
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.autosave = autosave_for(self.viewer)
+        self.project_label = QLabel("")
+        self.project_label.setWordWrap(True)
+        self.folder_button = QPushButton("Project folder…")
+        self.folder_button.setToolTip("Where annotations and models are saved as you work")
+        self.restore_button = QPushButton("Restore saved annotations")
 
-        form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
-        form.addRow("Brush size", self.brush_size)
-        navigation = QHBoxLayout()
-        navigation.addWidget(self.previous_button)
-        navigation.addWidget(self.next_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.create_button)
-        layout.addWidget(self.new_cell_button)
-        layout.addWidget(self.background_button)
-        layout.addLayout(navigation)
-        layout.addWidget(self.regions_button)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.add_form(
+            ("Image", self.image_picker),
+            ("Labels", self.labels_picker),
+            ("Brush size", self.brush_size),
+        )
+        self.body.addWidget(self.create_button)
+        self.body.addWidget(self.new_cell_button)
+        self.body.addWidget(self.background_button)
+        self.add_row(self.previous_button, self.next_button)
+        self.body.addWidget(self.regions_button)
+        self.add_row(self.folder_button, self.restore_button)
+        self.body.addWidget(self.project_label)
+        self.end_body()
 
         # Recount at most every 200 ms while the user paints.
         self._recount_timer = QTimer(self)
@@ -92,6 +93,7 @@ class AnnotateDock(QWidget):
         self._recount_timer.setInterval(200)
         self._recount_timer.timeout.connect(self.refresh_status)
         self._watched = None
+        self._watched_background = None
 
         self.create_button.clicked.connect(self.create_labels)
         self.new_cell_button.clicked.connect(self.new_cell)
@@ -100,31 +102,120 @@ class AnnotateDock(QWidget):
         self.previous_button.clicked.connect(lambda: self.jump(-1))
         self.next_button.clicked.connect(lambda: self.jump(+1))
         self.regions_button.clicked.connect(self.add_regions_layer)
-        self.image_combo.currentTextChanged.connect(lambda _: self._on_choice())
-        self.labels_combo.currentTextChanged.connect(lambda _: self._on_choice())
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self.viewer.layers.events.moved.connect(self._refresh_choices)
-        self._refresh_choices()
+        self.folder_button.clicked.connect(self._ask_folder)
+        self.restore_button.clicked.connect(self.restore)
+        self.image_picker.changed.connect(self._on_choice)
+        self.labels_picker.changed.connect(self._on_choice)
+        self.listen(self.autosave.saved, self._on_saved)
+        self.listen(self.autosave.failed, self._on_save_failed)
+        self.listen(self.viewer.layers.events.inserted, self._offer_restore)
+        self._on_choice()
+        self._offer_restore()
 
     # --- layers -------------------------------------------------------------------
     @property
     def image_layer(self):
-        return layer_named(self.viewer, self.image_combo.currentText())
+        return self.image_picker.value
 
     @property
     def labels_layer(self):
-        return layer_named(self.viewer, self.labels_combo.currentText())
+        return self.labels_picker.value
 
-    def _refresh_choices(self, event=None) -> None:
-        fill_combo(self.image_combo, layer_choices(self.viewer, "image"))
-        labels = layer_choices(self.viewer, "labels")
-        fill_combo(self.labels_combo, [n for n in labels if not n.endswith(BACKGROUND_SUFFIX)])
-        self._on_choice()
-
-    def _on_choice(self) -> None:
+    def _on_choice(self, *args) -> None:
         self._watch(self.labels_layer)
         self.refresh_status()
+        self._update_project()
+
+    # --- autosave and restore -------------------------------------------------------
+    def _update_project(self) -> None:
+        """Autosave the chosen labels into the image's project; say where."""
+        image, labels = self.image_layer, self.labels_layer
+        folder = self.autosave.folder(image)
+        if labels is not None and folder is not None and not self.shape_problem():
+            self.autosave.watch(labels, image)
+        if folder is None:
+            text = (
+                "Autosave off: this image has no file. Choose a project folder to keep your work."
+            )
+        else:
+            text = f"Autosave: {folder}"
+        self.project_label.setText(text)
+        self.restore_button.setEnabled(bool(self._restorable()))
+
+    def _restorable(self) -> list[str]:
+        folder = self.autosave.folder(self.image_layer)
+        if folder is None:
+            return []
+        return [n for n in project.saved_labels(folder) if n not in self.viewer.layers]
+
+    def _offer_restore(self, event=None) -> None:
+        """An image with saved annotations was opened: say so (Restore brings them back)."""
+        layer = getattr(event, "value", None) if event is not None else self.image_layer
+        if layer is None or kind_of(layer) != "image" or self.autosave.folder(layer) is None:
+            return
+        folder = self.autosave.folder(layer)
+        missing = [n for n in project.saved_labels(folder) if n not in self.viewer.layers]
+        if missing:
+            from napari.utils.notifications import show_info
+
+            show_info(
+                f"Saved annotations found for {layer.name!r} in {folder}: press "
+                "'Restore saved annotations' in the Annotate dock to bring them back."
+            )
+        self.restore_button.setEnabled(bool(self._restorable()))
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Project folder")
+        if folder:
+            self.choose_folder(folder)
+
+    def choose_folder(self, folder) -> None:
+        """Keep this image's work in ``folder`` (for images without a file, or elsewhere)."""
+        if self.image_layer is None:
+            report_error(InputError("Choose an image layer first."))
+            return
+        self.autosave.choose_folder(self.image_layer, folder)
+        self._update_project()
+
+    def restore(self) -> list:
+        """Add the saved annotation layers of this image that are not open (never overwrite)."""
+        image = self.image_layer
+        folder = self.autosave.folder(image)
+        if folder is None:
+            return []
+        try:
+            saved = project.load_labels(folder)
+        except InputError as exc:
+            report_error(exc)
+            return []
+        added, skipped = [], []
+        for name, data in saved.items():
+            if name in self.viewer.layers or data.shape != labels_shape_for(image):
+                skipped.append(name)
+                continue
+            added.append(
+                self.viewer.add_labels(
+                    data,
+                    name=name,
+                    scale=image.scale[-data.ndim :],
+                    translate=image.translate[-data.ndim :],
+                )
+            )
+        if added:
+            self.labels_picker.value = added[0]
+        note = f" (kept the open or differently shaped: {', '.join(skipped)})" if skipped else ""
+        self.status.setText(f"Restored {len(added)} annotation layer(s) from {folder}{note}.")
+        self.restore_button.setEnabled(bool(self._restorable()))
+        return added
+
+    def _on_saved(self, path: str) -> None:
+        folder = self.autosave.folder(self.image_layer)
+        if folder is not None:
+            self.project_label.setText(f"Autosave: {folder} (saved {time.strftime('%H:%M:%S')})")
+
+    def _on_save_failed(self, message: str) -> None:
+        self.project_label.setText(message)
+        report_error(InputError(message))
 
     def _watch(self, layer) -> None:
         """Recount when the chosen labels layer is painted or replaced."""
@@ -132,11 +223,11 @@ class AnnotateDock(QWidget):
             return
         if self._watched is not None:
             for emitter in self._label_events(self._watched):
-                emitter.disconnect(self._schedule_recount)
+                self.unlisten(emitter, self._schedule_recount)
         self._watched = layer
         if layer is not None:
             for emitter in self._label_events(layer):
-                emitter.connect(self._schedule_recount)
+                self.listen(emitter, self._schedule_recount)
 
     @staticmethod
     def _label_events(layer):
@@ -149,6 +240,9 @@ class AnnotateDock(QWidget):
     def shape_problem(self) -> str | None:
         """Why the chosen labels layer cannot annotate the chosen image, or None."""
         image, labels = self.image_layer, self.labels_layer
+        for layer in (image, labels):
+            if layer is not None and grid_problem(layer):
+                return grid_problem(layer)
         if image is None or labels is None:
             return None
         expected = labels_shape_for(image)
@@ -163,12 +257,12 @@ class AnnotateDock(QWidget):
     def create_labels(self):
         """Add an empty labels layer matching the image; an existing one is attached, never replaced."""
         image = self.image_layer
-        if image is None:
-            report_error(ValueError("Open or choose an image layer first."))
+        if image is None or grid_problem(image):
+            report_error(ValueError(grid_problem(image) or "Open or choose an image layer first."))
             return None
         name = f"{image.name} annotations"
         if name in self.viewer.layers:
-            self.labels_combo.setCurrentText(name)
+            self.labels_picker.value = self.viewer.layers[name]
             self.status.setText(f"Using the existing layer {name!r}; nothing was overwritten.")
             return self.viewer.layers[name]
         data = np.zeros(labels_shape_for(image), dtype=np.uint32)
@@ -178,7 +272,7 @@ class AnnotateDock(QWidget):
             scale=image.scale[-data.ndim :],
             translate=image.translate[-data.ndim :],
         )
-        self.labels_combo.setCurrentText(name)
+        self.labels_picker.value = layer
         self.new_cell()
         return layer
 
@@ -201,16 +295,16 @@ class AnnotateDock(QWidget):
         The layer is created (empty, the image's shape) the first time, never replaced.
         """
         image = self.image_layer
-        if image is None:
-            report_error(ValueError("Open or choose an image layer first."))
+        if image is None or grid_problem(image):
+            report_error(ValueError(grid_problem(image) or "Open or choose an image layer first."))
             return None
         layer = background_layer_for(self.viewer, image.name)
         shape = labels_shape_for(image)
-        if layer is not None and tuple(layer.data.shape) != shape:
+        if layer is not None and (kind_of(layer) != "labels" or layer.data.shape != shape):
             report_error(
                 ValueError(
-                    f"Layer {layer.name!r} has shape {tuple(layer.data.shape)} but image "
-                    f"{image.name!r} has {shape}: rename or remove it to paint background."
+                    f"Layer {layer.name!r} is not a labels layer of shape {shape} like image "
+                    f"{image.name!r}: rename or remove it to paint background."
                 )
             )
             return None
@@ -221,8 +315,15 @@ class AnnotateDock(QWidget):
                 scale=image.scale[-len(shape) :],
                 translate=image.translate[-len(shape) :],
                 opacity=0.5,
+                metadata={OWNER_KEY: BACKGROUND},
             )
-            self._watch_background(layer)
+        if self._watched_background is not layer:  # recount as background is painted
+            if self._watched_background is not None:
+                for emitter in self._label_events(self._watched_background):
+                    self.unlisten(emitter, self._schedule_recount)
+            for emitter in self._label_events(layer):
+                self.listen(emitter, self._schedule_recount)
+            self._watched_background = layer
         _set_single_colour(layer, BACKGROUND_COLOUR)
         layer.selected_label = 1
         layer.brush_size = self.brush_size.value()
@@ -231,10 +332,6 @@ class AnnotateDock(QWidget):
         self.refresh_status()
         return layer
 
-    def _watch_background(self, layer) -> None:
-        for emitter in self._label_events(layer):
-            emitter.connect(self._schedule_recount)
-
     def _apply_brush(self, size: int) -> None:
         if self.labels_layer is not None:
             self.labels_layer.brush_size = size
@@ -242,7 +339,9 @@ class AnnotateDock(QWidget):
     # --- slices -------------------------------------------------------------------
     def summary(self) -> annotations.AnnotationSummary | None:
         layer = self.labels_layer
-        return None if layer is None else annotations.summarize(layer.data)
+        if layer is None or grid_problem(layer):
+            return None
+        return annotations.summarize(layer.data)
 
     def refresh_status(self) -> None:
         problem = self.shape_problem()
@@ -253,10 +352,9 @@ class AnnotateDock(QWidget):
             self.status.setText("Choose an image and create its labels layer to start.")
         else:
             text = summary.describe()
-            background = self.image_layer and background_layer_for(
-                self.viewer, self.image_layer.name
-            )
-            if background is not None:
+            image = self.image_layer
+            background = None if image is None else background_layer_for(self.viewer, image.name)
+            if background is not None and kind_of(background) == "labels":
                 strokes = annotations.count_strokes(background.data)
                 text += f"; {strokes} background stroke{'s' if strokes != 1 else ''}"
             self.status.setText(text)
@@ -270,8 +368,8 @@ class AnnotateDock(QWidget):
         summary = self.summary()
         if summary is None or summary.n_slices == 1:
             return None
-        axis = self.viewer.dims.ndim - 3
-        current = int(self.viewer.dims.current_step[axis])
+        layer = self.labels_layer
+        (current,) = plane_index(self.viewer, layer)
         target = annotations.neighbour_slice(summary.annotated_slices, current, step)
         if target is None:
             self.status.setText(
@@ -283,7 +381,7 @@ class AnnotateDock(QWidget):
                 )
             )
             return None
-        self.viewer.dims.set_current_step(axis, target)
+        go_to_plane(self.viewer, layer, (target,))
         return target
 
     # --- regions ------------------------------------------------------------------
@@ -294,8 +392,14 @@ class AnnotateDock(QWidget):
         else:
             image = self.image_layer
             ndim = len(labels_shape_for(image)) if image is not None else 2
+            placed = (
+                {}
+                if image is None
+                else {"scale": image.scale[-ndim:], "translate": image.translate[-ndim:]}
+            )
             layer = self.viewer.add_shapes(
                 ndim=ndim,
+                **placed,
                 name=REGIONS_LAYER,
                 edge_color="yellow",
                 face_color=[1, 1, 0, 0.08],

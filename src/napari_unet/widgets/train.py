@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_unet.core.annotations import boxes_from_rectangles
@@ -43,20 +42,11 @@ from napari_unet.core.presets import (
     default_preset,
 )
 from napari_unet.widgets import _session
-from napari_unet.widgets._common import (
-    core_job,
-    fill_combo,
-    layer_choices,
-    layer_named,
-    report_error,
-    set_layer,
-    start_job,
-)
-from napari_unet.widgets.annotate import (
-    BACKGROUND_SUFFIX,
-    REGIONS_LAYER,
-    background_layer_for,
-)
+from napari_unet.widgets._autosave import autosave_for
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._layers import grid_problem, kind_of, plane_index, set_layer
+from napari_unet.widgets.annotate import REGIONS_LAYER, background_layer_for
 
 STARTER, FILE = "starter", "file"
 UNPAINTED = {  # choice shown -> `TrainingSettings.unpainted`
@@ -80,7 +70,32 @@ MODELS = {  # model choice shown -> what training starts from
 NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
-TRAINING_JOB = core_job("napari_unet.core.train:training_job")
+
+
+def train_and_keep(
+    image: np.ndarray,
+    labels: np.ndarray,
+    settings: dict[str, Any],
+    start_from: Any,
+    regions: list | None,
+    stop: threading.Event,
+    folder: Path | None = None,
+    **options: Any,
+) -> Generator[Any, None, Any]:
+    """`core.train.training_job` (``options``: resume, background, training, view), then
+    the best model and the settings go into the project folder. Runs in the worker
+    thread (torch loads there), so the model is kept even when the viewer was closed
+    during training (that stops it after a step)."""
+    from napari_unet.core import project
+    from napari_unet.core.train import training_job
+
+    trained = yield from training_job(
+        image, labels, settings, start_from, regions, stop=stop, **options
+    )
+    if trained is not None and folder is not None:
+        project.save_model(folder, trained.net, trained.metadata)
+        project.save_settings(folder, {"training": settings})
+    return trained
 
 
 def _read_settings(path: str):
@@ -111,16 +126,19 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     return box
 
 
-class TrainDock(QWidget):
+class TrainDock(Dock):
     """Pick image, labels and regions; Start, watch the plot and preview; Save the model."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
-        self.regions_combo = QComboBox()
-        self.regions_combo.setToolTip("Rectangles drawn in the Annotate dock: train inside them")
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
+        self.labels_picker = self.picker("labels")
+        self.regions_picker = self.picker(
+            "shapes",
+            none=NO_REGIONS,
+            prefer=lambda x: x.name == REGIONS_LAYER,
+            tooltip="Rectangles drawn in the Annotate dock: train inside them",
+        )
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
@@ -168,17 +186,16 @@ class TrainDock(QWidget):
         self.export_button.setToolTip(
             "Write a bioimage.io model package (.zip): Fiji, ilastik, ..."
         )
-        self.status = QLabel("Annotate a few cells, then press Start.")
-        self.status.setWordWrap(True)
+        self.status.setText("Annotate a few cells, then press Start.")
         self.figure, self.canvas, self.lines = self._make_plot()
 
         file_row = QHBoxLayout()
         file_row.addWidget(self.model_file)
         file_row.addWidget(self.browse_button)
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
-        form.addRow("Regions", self.regions_combo)
+        form.addRow("Image", self.image_picker.native)
+        form.addRow("Labels", self.labels_picker.native)
+        form.addRow("Regions", self.regions_picker.native)
         form.addRow("Model", self.model_combo)
         form.addRow("Model file", file_row)
         form.addRow("Steps", self.steps)
@@ -197,20 +214,17 @@ class TrainDock(QWidget):
             self.export_button,
         ):
             buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.use_label)
-        layout.addWidget(self.settings_label)
-        layout.addLayout(buttons)
-        layout.addWidget(self.canvas)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.body.addLayout(form)
+        self.body.addWidget(self.use_label)
+        self.body.addWidget(self.settings_label)
+        self.body.addLayout(buttons)
+        self.body.addWidget(self.canvas)
+        self.end_body()
 
-        self._worker = None
-        self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
         self._background = None  # its background strokes
         self._view_box = None  # (slice, y0, x0, y1, x1) of the image on screen
+        self._project: Path | None = None  # where the model is kept (`core.project`)
         self._pbar = None
         self._finished = None  # the latest trained model (`core.train.Trained`)
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
@@ -231,27 +245,28 @@ class TrainDock(QWidget):
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
         self.model_file.editingFinished.connect(self._restore_settings)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
         scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; before: viewer.camera
         camera = scene.camera if scene is not None else self.viewer.camera
-        camera.events.center.connect(self._update_view_box)
-        camera.events.zoom.connect(self._update_view_box)
-        self.viewer.dims.events.current_step.connect(self._update_view_box)
+        self.listen(camera.events.center, self._update_view_box)
+        self.listen(camera.events.zoom, self._update_view_box)
+        self.listen(self.viewer.dims.events.current_step, self._update_view_box)
         # What the annotation will teach: recounted shortly after painting stops.
         self._use_timer = QTimer(self)
         self._use_timer.setSingleShot(True)
         self._use_timer.setInterval(USE_REFRESH_MS)
         self._use_timer.timeout.connect(self.refresh_use)
         self._watched: list = []
-        for combo in (self.image_combo, self.labels_combo, self.regions_combo, self.unpainted):
-            combo.currentTextChanged.connect(self._on_layers_chosen)
+        for picker in (self.image_picker, self.labels_picker, self.regions_picker):
+            picker.changed.connect(self._on_layers_chosen)
+        # a background strokes layer added or removed: watch it (the pickers skip it)
+        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            self.listen(emitter, self._on_layers_chosen)
         self.unpainted.currentTextChanged.connect(self._publish_unpainted)
+        self.unpainted.currentTextChanged.connect(self._schedule_use)
         self._show_settings(_session.training_settings(self.viewer))
-        forget = _session.on_settings_changed(self.viewer, self._show_settings)
-        self.destroyed.connect(lambda *_: forget())
+        self.listen(_session.settings_changed(self.viewer), self._show_settings)
         self._restoring = None
-        self._refresh_choices()
+        self._on_layers_chosen()
         self._on_model_choice(self.model_combo.currentText())
         self._set_running(False)
         self._probe_gpu()
@@ -303,20 +318,8 @@ class TrainDock(QWidget):
 
     def _on_gpu_probe(self, has_cuda: bool) -> None:
         untouched = self.model_combo.currentText() == new_model_choice(default_preset("cpu"))
-        if has_cuda and untouched and self._worker is None:
+        if has_cuda and untouched and not self.jobs.busy:
             self.model_combo.setCurrentText(new_model_choice(default_preset("cuda")))
-
-    def _refresh_choices(self, event=None) -> None:
-        images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
-        fill_combo(self.image_combo, images)
-        labels = layer_choices(self.viewer, "labels")
-        fill_combo(self.labels_combo, [n for n in labels if not n.endswith(BACKGROUND_SUFFIX)])
-        shapes = layer_choices(self.viewer, "shapes")
-        previous = self.regions_combo.currentText()
-        fill_combo(self.regions_combo, [NO_REGIONS, *shapes])
-        if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
-            self.regions_combo.setCurrentText(REGIONS_LAYER)
-        self._on_layers_chosen()  # a new background or regions layer is watched too
 
     def _on_model_choice(self, text: str) -> None:
         from_file = MODELS.get(text) == FILE
@@ -350,7 +353,7 @@ class TrainDock(QWidget):
         self._restoring = worker
 
     def _on_restored(self, path: str, restored) -> None:
-        if restored is None or self._worker is not None:
+        if restored is None or self.jobs.busy:
             return
         _session.update_training_settings(
             self.viewer, weights=restored.weights, augment=restored.augment
@@ -362,12 +365,13 @@ class TrainDock(QWidget):
     def _on_layers_chosen(self, *args) -> None:
         """Watch the chosen labels, background and regions layers for edits."""
         for emitter in self._watched:
-            emitter.disconnect(self._schedule_use)
+            self.unlisten(emitter, self._schedule_use)
         self._watched = []
+        image = self.image_picker.value
         layers = [
-            layer_named(self.viewer, self.labels_combo.currentText()),
-            background_layer_for(self.viewer, self.image_combo.currentText()),
-            layer_named(self.viewer, self.regions_combo.currentText()),
+            self.labels_picker.value,
+            None if image is None else background_layer_for(self.viewer, image.name),
+            self.regions_picker.value,
         ]
         for layer in layers:
             if layer is None:
@@ -375,7 +379,7 @@ class TrainDock(QWidget):
             for name in ("paint", "data", "set_data"):
                 emitter = getattr(layer.events, name, None)
                 if emitter is not None:
-                    emitter.connect(self._schedule_use)
+                    self.listen(emitter, self._schedule_use)
                     self._watched.append(emitter)
         self._schedule_use()
 
@@ -449,26 +453,26 @@ class TrainDock(QWidget):
 
     def start(self, resume: bool = False) -> None:
         """Start training (or, with ``resume``, continue the latest model) in a worker."""
-        if self._worker is not None:
+        if self.jobs.busy:
             return
         try:
             job_args = self._job_arguments(resume)
         except InputError as exc:
             report_error(exc)
+            self.status.setText(str(exc))
             return
         if not resume:
             self._offset = 0
             self._best_iou, self._best_step = None, 0
             for values in self._history.values():
                 values.clear()
-        self._stop = threading.Event()
-        self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
-        self._worker = start_job(
-            TRAINING_JOB,
+        # Closing the dock or the viewer stops the job (`JobSlot`); the best model is kept.
+        self.jobs.start(
+            train_and_keep,
             *job_args,
-            stop=self._stop,
+            folder=self._project,
             # Resume: the last weights with the optimiser's state, not the best weights
             resume=self._finished.resume if resume and self._finished is not None else None,
             background=self._background,
@@ -481,14 +485,16 @@ class TrainDock(QWidget):
 
     def _annotation(self) -> tuple:
         """(image, labels copy, boxes or None, background strokes or None) of the choices."""
-        image_layer = layer_named(self.viewer, self.image_combo.currentText())
-        labels_layer = layer_named(self.viewer, self.labels_combo.currentText())
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
         if image_layer is None:
             raise InputError("Image: open an image to train on")
         if labels_layer is None:
             raise InputError("Labels: create a labels layer and paint a few cells first")
         if getattr(image_layer, "rgb", False):
             raise InputError(f"Image {image_layer.name!r} is RGB; the U-Net wants one channel")
+        for layer in (image_layer, labels_layer):
+            if grid_problem(layer):
+                raise InputError(grid_problem(layer))
         check_same_shape(
             image_layer.data.shape,
             labels_layer.data.shape,
@@ -496,9 +502,9 @@ class TrainDock(QWidget):
             labels=labels_layer.name,
         )
         labels = np.array(labels_layer.data)  # a copy: painting may go on while training
-        regions = layer_named(self.viewer, self.regions_combo.currentText())
+        regions = self.regions_picker.value
         boxes = None
-        if regions is not None and self.regions_combo.currentText() != NO_REGIONS:
+        if regions is not None:
             rectangles = [
                 data
                 for data, kind in zip(regions.data, regions.shape_type, strict=True)
@@ -507,12 +513,17 @@ class TrainDock(QWidget):
             boxes = boxes_from_rectangles(rectangles, labels.shape) or None
         strokes = background_layer_for(self.viewer, image_layer.name)
         background = None
-        if strokes is not None and tuple(strokes.data.shape) == labels.shape:
+        if (
+            strokes is not None
+            and kind_of(strokes) == "labels"
+            and strokes.data.shape == labels.shape
+        ):
             background = np.array(strokes.data)
         return np.asarray(image_layer.data), labels, boxes, background
 
     def _job_arguments(self, resume: bool) -> tuple:
         image, labels, boxes, background = self._annotation()
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
         if resume:
             if self._finished is None:
                 raise InputError("Resume: train a model first (Start)")
@@ -521,15 +532,19 @@ class TrainDock(QWidget):
             self._offset = int(plotted[-1][0]) if plotted else 0  # the plot goes on
         else:
             preset, start_from = self._start_from()
-        self._image_layer = layer_named(self.viewer, self.image_combo.currentText())
+        self._image_layer = image_layer
+        # The annotations trained on are autosaved, and the model kept, in the project.
+        autosave = autosave_for(self.viewer)
+        self._project = autosave.watch(labels_layer, image_layer)
+        autosave.save_now(labels_layer)
         self._background = background
         self._update_view_box()
         return image, labels, self._settings(preset), start_from, boxes
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
-        if self._worker is not None:
-            self._stop.set()
+        if self.jobs.busy:
+            self.jobs.cancel()
             self.status.setText(
                 "Stopping after the current step; the last weights are validated once more "
                 "and the better of them and the best so far is kept…"
@@ -576,11 +591,13 @@ class TrainDock(QWidget):
     def _update_view_box(self, event=None) -> None:
         """Remember the part of the training image on screen (the worker asks for it)."""
         layer = self._image_layer
-        if layer is None or layer.ndim not in (2, 3):
+        if layer is None or layer not in self.viewer.layers or grid_problem(layer):
             return
         corners = np.asarray(layer.corner_pixels, dtype=float)  # data coordinates
         (y0, x0), (y1, x1) = corners[0, -2:], corners[1, -2:]
-        z = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 3]) if layer.ndim == 3 else 0
+        z = 0
+        if layer.ndim == 3:
+            (z,) = plane_index(self.viewer, layer)
         self._view_box = (z, int(y0), int(x0), int(y1) + 1, int(x1) + 1)
 
     def _viewed(self):
@@ -594,6 +611,8 @@ class TrainDock(QWidget):
             preview, region = event.view, event.view_region
         if preview is None or region is None or self._image_layer is None:
             return
+        if self._image_layer not in self.viewer.layers:
+            return  # deleted during training: nowhere to place the preview
         image_layer = self._image_layer
         slice_index, y0, x0, _, _ = region
         two_d = image_layer.ndim == 2
@@ -635,11 +654,12 @@ class TrainDock(QWidget):
         self.status.setText(
             f"Training {how} after {self._offset + finished.steps_done} steps. The best "
             f"model (step {self._offset + finished.best_step}{score}) is now the current "
-            "model for the Predict dock; Save keeps it. " + finished.note()
+            "model for the Predict dock; Save keeps it. "
+            + finished.note()
+            + ("" if self._project is None else f" A copy is in {self._project}.")
         )
 
     def _on_finish(self) -> None:
-        self._worker = None
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -689,6 +709,8 @@ class TrainDock(QWidget):
         if self._finished is None:
             report_error(InputError("Export: train a model first"))
             return None
+        if self.jobs.busy:
+            return None
         path = Path(path)
         if path.suffix.lower() != ".zip":
             path = path.with_name(path.name + ".zip")
@@ -702,15 +724,11 @@ class TrainDock(QWidget):
                 f"test {result.test_status}).{notes}"
             )
 
-        return start_job(
+        return self.jobs.start(
             export_iter,
             self._finished.net,
             self._finished.metadata,
             path,
             on_return=done,
-            on_finish=lambda: self._set_running(self._worker is not None),
+            on_finish=lambda: self._set_running(False),
         )
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        self._stop.set()
-        super().closeEvent(event)
