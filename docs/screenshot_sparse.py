@@ -24,7 +24,7 @@ image, truth = viewer.open_sample("napari-unet", "cells2d")
 truth.visible = False
 annotate = AnnotateDock(viewer)
 viewer.window.add_dock_widget(annotate, name="Annotate", area="right")
-annotate.image_combo.setCurrentText(image.name)
+annotate.image_picker.value = image
 labels = annotate.create_labels()
 ids = np.unique(truth.data)[1:]
 painted = np.zeros_like(labels.data)
@@ -38,8 +38,8 @@ stroke[truth.data > 0] = 0
 strokes.data = stroke
 dock = TrainDock(viewer)
 viewer.window.add_dock_widget(dock, name="Train", area="right")
-dock.image_combo.setCurrentText(image.name)
-dock.labels_combo.setCurrentText(labels.name)
+dock.image_picker.value = image
+dock.labels_picker.value = labels
 dock.model_combo.setCurrentText("starter model")
 dock.steps.setValue(STEPS)
 dock.device.setCurrentText("cpu")
@@ -50,7 +50,7 @@ for _ in range(20):
     time.sleep(0.05)
 dock.start()
 started = time.perf_counter()
-while dock._worker is not None:
+while dock.jobs.busy:
     QApplication.processEvents()
     time.sleep(0.02)
 print(f"{time.perf_counter() - started:.0f} s: {dock.status.text()}")
