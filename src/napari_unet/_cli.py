@@ -284,6 +284,18 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=ADAMW, help=f"{SGD}: paper")
     p.add_argument("--validate-every", type=int, help="steps between validations")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument(
+        "--background",
+        metavar="MASK",
+        help="background strokes (non-zero = no cell here), same shape as LABELS",
+    )
+    p.add_argument(
+        "--unpainted",
+        choices=("auto", "ignore", "background"),
+        default="auto",
+        help="unpainted pixels: auto (ignored when only a few cells are painted), always "
+        "ignored, or always background",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
 
 
@@ -296,6 +308,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unet.core import checkpoint, io, train
     from napari_unet.core.augment import AugmentConfig
     from napari_unet.core.device import resolve_device
+    from napari_unet.core.settings import TrainingSettings
 
     output = Path(args.output)
     if output.suffix != ".safetensors":
@@ -323,7 +336,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     result = train.TrainResult()
-    events = train.training_job(image, labels, config, start_from=args.start, result=result)
+    background = io.read(args.background) if args.background else None
+    if background is not None:
+        io.check_same_shape(
+            background.shape, labels.shape, image=args.background, labels=args.labels
+        )
+    settings = TrainingSettings(augment=config.augment, unpainted=args.unpainted)
+    events = train.training_job(
+        image,
+        labels,
+        config,
+        start_from=args.start,
+        result=result,
+        background=background,
+        training=settings,
+    )
     postfix: dict[str, str] = {}
 
     def on_event(event, bar) -> None:
