@@ -45,13 +45,13 @@ def _one_process_labels(files, tmp_path, chunk_px=64):
 def test_a_two_worker_cluster_gives_the_labels_of_one_process(files, tmp_path):
     image, net, model_path, image_path = files
     expected = _one_process_labels(files, tmp_path)
-    chunked._load_model.cache_clear()
+    chunked._cached_model.cache_clear()
     job = _job(net, model_path, image_path, image, tmp_path / "work", threads=1)
     with distributed.connect(workers=2, processes=False) as client:
         events = list(distributed.run_chunks(job, client))
         assert len(client.scheduler_info()["workers"]) == 2
     assert events[-1].done == events[-1].total == 16
-    assert chunked._load_model.cache_info().misses == 1  # one load, however many chunks
+    assert chunked._cached_model.cache_info().misses == 1  # one load, however many chunks
     np.testing.assert_array_equal(_labels(job), expected)
     assert expected.max() > 20
 

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import shutil
+import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -184,9 +185,17 @@ def _file_id(path: str | Path) -> str:
     return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-@functools.lru_cache(maxsize=2)
+_LOAD_LOCK = threading.Lock()  # threaded workers of one process share one load
+
+
 def _load_model(path: str) -> Any:
-    """One model load per worker process (cached), however many chunks it predicts."""
+    """One model load per worker process, however many chunks (and threads) predict."""
+    with _LOAD_LOCK:
+        return _cached_model(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(path: str) -> Any:
     from napari_unet.core import checkpoint
 
     return checkpoint.load(path)[0].eval()
