@@ -255,3 +255,26 @@ def test_with_a_gpu_the_paper_model_is_the_default_and_trains_on_cuda(viewer_wit
     assert metadata["training"]["device"].startswith("cuda")
     assert metadata["architecture"]["base_channels"] == 64
     assert next(net.parameters()).device.type == "cpu"
+
+
+def test_cell_size_is_shown_and_large_cells_are_shrunk(make_napari_viewer, qtbot):
+    from skimage.draw import disk
+
+    _session.clear()
+    viewer = make_napari_viewer()
+    labels = np.zeros((256, 256), np.uint16)
+    for k, (y, x) in enumerate(((64, 64), (64, 192), (192, 64), (192, 192)), start=1):
+        labels[disk((y, x), 45, shape=labels.shape)] = k
+    viewer.add_image((labels > 0).astype(np.float32), name="big")
+    viewer.add_labels(labels, name="big labels")
+    dock = _tiny_dock(viewer, steps=2, validate_every=1)
+    dock.tile_size.setValue(60)
+    dock.start()
+    assert "≈ 9" in dock.size_label.text() and "shrunk ×0.3" in dock.size_label.text()
+    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    meta = _session.current_model()[1]
+    assert meta["normalisation"]["scale"] == pytest.approx(dock._train_scale)
+    assert dock._train_scale == pytest.approx(32 / meta["normalisation"]["diameter_px"])
+    preview = viewer.layers["big" + PREVIEW_SUFFIX]
+    assert preview.scale[-1] == pytest.approx(1 / dock._train_scale)
+    _session.clear()

@@ -174,10 +174,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_CLASSES = 2  # see README "Accuracy on real images"
+
+
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="image (tif, png, npy): 2D or a (Z, Y, X) stack")
-    p.add_argument("labels", help="instance labels of the same shape; all-zero slices are ignored")
+    p.add_argument(
+        "pairs",
+        nargs="+",
+        metavar="IMAGE LABELS",
+        help="image (tif, png, npy; 2D or a (Z, Y, X) stack) and its instance labels of the "
+        "same shape (all-zero slices are ignored); more pairs may follow, of any sizes; or "
+        "one folder of pairs (images/ + labels/, or NAME.tif + NAME_labels.tif)",
+    )
     p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    p.add_argument(
+        "--classes",
+        type=int,
+        choices=(2, 3),
+        help=f"2: background/cell, 3: + cell border (default: {DEFAULT_CLASSES}; "
+        "when fine-tuning, the model's)",
+    )
     p.add_argument("--steps", type=int, help="optimiser steps (default: by model preset)")
     p.add_argument("--max-minutes", type=float, help="stop early, keep the best (CPU: 8.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
@@ -211,9 +227,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.start:
         checkpoint.read_metadata(args.start)  # a bad model file fails before any progress bar
-    image, labels = io.read(args.image), io.as_labels(io.read(args.labels), name=args.labels)
-    io.check_same_shape(image.shape, labels.shape, image=args.image, labels=args.labels)
-    data = TrainingData.from_arrays(image, labels)
+    pairs = []
+    for image_path, labels_path in io.training_pairs(args.pairs):
+        image = io.read(image_path)
+        labels = io.as_labels(io.read(labels_path), name=str(labels_path))
+        io.check_same_shape(image.shape, labels.shape, image=image_path, labels=labels_path)
+        pairs.append((image, labels))
+    n_classes = args.classes or DEFAULT_CLASSES
+    if args.start and args.classes is None:  # fine-tuning keeps the model's classes
+        n_classes = int(checkpoint.read_metadata(args.start)["architecture"]["n_classes"])
+    data = TrainingData.from_pairs(pairs, n_classes=n_classes)
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":
         max_minutes = CPU_MAX_MINUTES

@@ -90,7 +90,7 @@ def training_job(
 
     config = TrainConfig(**settings)
     config.check()
-    data = TrainingData.from_arrays(image, labels, regions=boxes)
+    data = TrainingData.from_arrays(image, labels, regions=boxes, scale=None)  # by cell size
     if stop.is_set():
         return None
     if start_from is not None and not isinstance(start_from, str | Path):
@@ -169,6 +169,12 @@ class TrainDock(QWidget):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Train the model trained so far for more steps")
         self.save_button = QPushButton("Save…")
+        self.size_label = QLabel("estimated from the labels at Start")
+        self.size_label.setWordWrap(True)
+        self.size_label.setToolTip(
+            "Typical cell diameter (median of the annotated cells); cells wider than "
+            "64 px are shrunk to 32 px for the network, in training and prediction"
+        )
         self.status = QLabel("Annotate a few cells, then press Start.")
         self.status.setWordWrap(True)
         self.figure, self.canvas, self.lines = self._make_plot()
@@ -188,6 +194,7 @@ class TrainDock(QWidget):
         form.addRow("Batch size", self.batch_size)
         form.addRow("Validate every", self.validate_every)
         form.addRow("Device", self.device)
+        form.addRow("Cell size", self.size_label)
         buttons = QHBoxLayout()
         for button in (self.start_button, self.stop_button, self.resume_button, self.save_button):
             buttons.addWidget(button)
@@ -201,6 +208,7 @@ class TrainDock(QWidget):
         self._worker = None
         self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
+        self._train_scale = 1.0  # images are resized by this for the network (core/size.py)
         self._pbar = None
         self._finished: Finished | None = None  # the latest trained model
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
@@ -343,6 +351,7 @@ class TrainDock(QWidget):
                 values.clear()
         self._stop = threading.Event()
         self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
+        self._show_size(job_args[1])
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
         self._worker = start_job(
@@ -353,6 +362,23 @@ class TrainDock(QWidget):
             on_return=self._on_return,
             on_finish=self._on_finish,
         )
+
+    def _show_size(self, labels: np.ndarray) -> None:
+        """Show the estimated cell diameter and the scale it sets (cheap: one bincount)."""
+        from napari_unet.core import size
+
+        diameter = size.typical_diameter(labels)
+        self._train_scale = size.scale_for(diameter)
+        if diameter is None:
+            self.size_label.setText("no annotated cells")
+        elif self._train_scale == 1.0:
+            self.size_label.setText(f"≈ {diameter:.1f} px across: images used as they are")
+        else:
+            self.size_label.setText(
+                f"≈ {diameter:.1f} px across: images shrunk ×{self._train_scale:.2f} to "
+                f"{size.TARGET_DIAMETER_PX:.0f} px cells (training and prediction; "
+                "the smallest kept cell scales too)"
+            )
 
     def _job_arguments(self, resume: bool) -> tuple:
         image_layer = layer_named(self.viewer, self.image_combo.currentText())
@@ -443,7 +469,8 @@ class TrainDock(QWidget):
         two_d = image_layer.ndim == 2
         data = event.preview if two_d else event.preview[None]
         offset = np.array((y0, x0) if two_d else (slice_index, y0, x0), dtype=float)
-        scale = np.asarray(image_layer.scale)[-data.ndim :]
+        scale = np.asarray(image_layer.scale)[-data.ndim :].astype(float)
+        scale[-2:] /= self._train_scale  # the region is in the network's (resized) pixels
         translate = np.asarray(image_layer.translate)[-data.ndim :] + offset * scale
         layer = set_layer(
             self.viewer,
