@@ -174,9 +174,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_CLASSES = 2  # see README "Accuracy on real images"
-
-
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "pairs",
@@ -191,8 +188,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "--classes",
         type=int,
         choices=(2, 3),
-        help=f"2: background/cell, 3: + cell border (default: {DEFAULT_CLASSES}; "
-        "when fine-tuning, the model's)",
+        help="2: background/cell, 3: + cell border (default: 3; when fine-tuning, the model's)",
     )
     p.add_argument("--steps", type=int, help="optimiser steps (default: by model preset)")
     p.add_argument("--max-minutes", type=float, help="stop early, keep the best (CPU: 8.5)")
@@ -233,9 +229,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         labels = io.as_labels(io.read(labels_path), name=str(labels_path))
         io.check_same_shape(image.shape, labels.shape, image=image_path, labels=labels_path)
         pairs.append((image, labels))
-    n_classes = args.classes or DEFAULT_CLASSES
-    if args.start and args.classes is None:  # fine-tuning keeps the model's classes
-        n_classes = int(checkpoint.read_metadata(args.start)["architecture"]["n_classes"])
+    n_classes = args.classes or checkpoint.classes_to_train(args.start)
     data = TrainingData.from_pairs(pairs, n_classes=n_classes)
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -152,7 +153,7 @@ class TrainingData:
     @classmethod
     def from_pairs(
         cls,
-        pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+        pairs: Sequence[tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, Any]],
         n_classes: int = 2,
         channels: int = 1,
         validation_fraction: float = VALIDATION_FRACTION,
@@ -166,15 +167,17 @@ class TrainingData:
         tiles only from real pixels. ``slice_indices`` counts slices over all pairs.
         The hold-out follows `from_arrays`' rule on the combined slices. ``scale``
         (``None``: from the typical cell diameter over all pairs) applies to every pair.
+        A pair may carry a third item: its training boxes (``regions`` of `from_arrays`).
         """
-        known = [d for _, lab in pairs if (d := size.typical_diameter(np.asarray(lab)))]
+        known = [d for p in pairs if (d := size.typical_diameter(np.asarray(p[1])))]
         diameter = float(np.median(known)) if known else None  # median of the images'
         scale = size.scale_for(diameter) if scale is None else float(scale)
         if len(pairs) == 1:
-            image, labels = pairs[0]
+            image, labels, *regions = pairs[0]
             return cls.from_arrays(
                 image,
                 labels,
+                regions=regions[0] if regions else None,
                 n_classes=n_classes,
                 channels=channels,
                 validation_fraction=validation_fraction,
@@ -184,11 +187,12 @@ class TrainingData:
         if not pairs:
             raise InputError("no image/labels pairs to train on")
         parts, offset, indices = [], 0, []
-        for number, (image, labels) in enumerate(pairs, start=1):
+        for number, (image, labels, *regions) in enumerate(pairs, start=1):
             try:
                 part = cls.from_arrays(
                     image,
                     labels,
+                    regions=regions[0] if regions else None,
                     n_classes=n_classes,
                     channels=channels,
                     validation_fraction=0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils import progress
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -56,6 +57,7 @@ NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
 AUTO = "auto"
+PAIR_SEPARATOR = " ← "  # "image ← labels" in the list of more pairs
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,12 @@ def training_job(
     settings: dict[str, Any],
     start_from: Any,
     stop: threading.Event,
+    extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
 ) -> Generator[Any, None, Finished | None]:
     """Build the training data, then train; ``stop`` ends it after the current step.
+
+    ``extra_pairs``: more (image, labels) pairs trained on together with the first
+    (any sizes; see `TrainingData.from_pairs`).
 
     ``start_from``: None (new model of ``settings["preset"]``), a model file, or a UNet
     (copied, so a model published to the session is never changed in place).
@@ -90,7 +96,11 @@ def training_job(
 
     config = TrainConfig(**settings)
     config.check()
-    data = TrainingData.from_arrays(image, labels, regions=boxes, scale=None)  # by cell size
+    from napari_unet.core.checkpoint import classes_to_train
+
+    pairs = [(image, labels, boxes), *extra_pairs]
+    # scale None: chosen from the cell size (core/size.py)
+    data = TrainingData.from_pairs(pairs, n_classes=classes_to_train(start_from), scale=None)
     if stop.is_set():
         return None
     if start_from is not None and not isinstance(start_from, str | Path):
@@ -139,6 +149,12 @@ class TrainDock(QWidget):
         self.viewer = napari_viewer
         self.image_combo = QComboBox()
         self.labels_combo = QComboBox()
+        self.pairs_list = QListWidget()  # more image/labels pairs: "image ← labels"
+        self.pairs_list.setMaximumHeight(60)
+        self.pairs_list.setToolTip("Trained on together with Image/Labels above")
+        self.add_pair_button = QPushButton("Add pair")
+        self.add_pair_button.setToolTip("Add the Image and Labels chosen above to the list")
+        self.remove_pair_button = QPushButton("Remove")
         self.regions_combo = QComboBox()
         self.regions_combo.setToolTip("Rectangles drawn in the Annotate dock: train inside them")
         self.model_combo = QComboBox()
@@ -185,6 +201,11 @@ class TrainDock(QWidget):
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
         form.addRow("Labels", self.labels_combo)
+        pair_buttons = QHBoxLayout()
+        pair_buttons.addWidget(self.add_pair_button)
+        pair_buttons.addWidget(self.remove_pair_button)
+        form.addRow("More pairs", self.pairs_list)
+        form.addRow("", pair_buttons)
         form.addRow("Regions", self.regions_combo)
         form.addRow("Model", self.model_combo)
         form.addRow("Model file", file_row)
@@ -209,6 +230,7 @@ class TrainDock(QWidget):
         self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
         self._train_scale = 1.0  # images are resized by this for the network (core/size.py)
+        self._first_slices = 1  # slices of the first pair (the preview can only go there)
         self._pbar = None
         self._finished: Finished | None = None  # the latest trained model
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
@@ -226,6 +248,10 @@ class TrainDock(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.save_button.clicked.connect(self._ask_save)
         self.browse_button.clicked.connect(self._browse)
+        self.add_pair_button.clicked.connect(self.add_pair)
+        self.remove_pair_button.clicked.connect(
+            lambda: self.pairs_list.takeItem(self.pairs_list.currentRow())
+        )
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
@@ -286,6 +312,30 @@ class TrainDock(QWidget):
         fill_combo(self.regions_combo, [NO_REGIONS, *shapes])
         if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
             self.regions_combo.setCurrentText(REGIONS_LAYER)
+
+    def add_pair(self) -> None:
+        """Remember the Image/Labels chosen above as one more training pair."""
+        image, labels = self.image_combo.currentText(), self.labels_combo.currentText()
+        if not image or not labels:
+            report_error(InputError("More pairs: choose an Image and its Labels first"))
+            return
+        text = f"{image}{PAIR_SEPARATOR}{labels}"
+        if not self.pairs_list.findItems(text, Qt.MatchFlag.MatchExactly):
+            self.pairs_list.addItem(text)
+
+    def _extra_pairs(self, first: tuple[str, str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The listed pairs (other than ``first``) as copied arrays, shapes checked."""
+        pairs = []
+        for row in range(self.pairs_list.count()):
+            names = tuple(self.pairs_list.item(row).text().split(PAIR_SEPARATOR))
+            if names == first:
+                continue
+            image, labels = (layer_named(self.viewer, n) for n in names)
+            if image is None or labels is None:
+                raise InputError(f"More pairs: layer {names[0]!r} or {names[1]!r} is gone")
+            check_same_shape(image.data.shape, labels.data.shape, image=names[0], labels=names[1])
+            pairs.append((np.asarray(image.data), np.array(labels.data)))
+        return pairs
 
     def _on_model_choice(self, text: str) -> None:
         from_file = MODELS.get(text) == "file"
@@ -351,23 +401,28 @@ class TrainDock(QWidget):
                 values.clear()
         self._stop = threading.Event()
         self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
-        self._show_size(job_args[1])
+        self._show_size([job_args[1], *(labels for _, labels in job_args[-1])])
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
+        *job_args, extra_pairs = job_args
         self._worker = start_job(
             training_job,
             *job_args,
             self._stop,
+            extra_pairs=extra_pairs,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
         )
 
-    def _show_size(self, labels: np.ndarray) -> None:
-        """Show the estimated cell diameter and the scale it sets (cheap: one bincount)."""
+    def _show_size(self, labels: list[np.ndarray]) -> None:
+        """Show the estimated cell diameter and the scale it sets (cheap: bincounts).
+
+        The same rule as `TrainingData.from_pairs`: the median over the pairs."""
         from napari_unet.core import size
 
-        diameter = size.typical_diameter(labels)
+        known = [d for lab in labels if (d := size.typical_diameter(lab))]
+        diameter = float(np.median(known)) if known else None
         self._train_scale = size.scale_for(diameter)
         if diameter is None:
             self.size_label.setText("no annotated cells")
@@ -413,9 +468,11 @@ class TrainDock(QWidget):
             self._offset = int(plotted[-1][0]) if plotted else 0  # the plot goes on
         else:
             preset, start_from = self._start_from()
+        extra = self._extra_pairs((image_layer.name, labels_layer.name))
         self._image_layer = image_layer
+        self._first_slices = 1 if image_layer.ndim == 2 else image_layer.data.shape[0]
         image = np.asarray(image_layer.data)
-        return image, labels, boxes, self._settings(preset), start_from
+        return image, labels, boxes, self._settings(preset), start_from, extra
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
@@ -466,6 +523,8 @@ class TrainDock(QWidget):
             return
         image_layer = self._image_layer
         slice_index, y0, x0, _, _ = event.region
+        if slice_index >= self._first_slices:
+            return  # held out on one of the more pairs: no place on this image
         two_d = image_layer.ndim == 2
         data = event.preview if two_d else event.preview[None]
         offset = np.array((y0, x0) if two_d else (slice_index, y0, x0), dtype=float)
