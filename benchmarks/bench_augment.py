@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from napari_unet.core import model
+from napari_unet.core import model, presets
 from napari_unet.core.augment import AugmentConfig, augment
 from napari_unet.core.device import autocast, memory_format, resolve_device
 from napari_unet.core.synthetic import touching_cells
@@ -36,7 +36,7 @@ def timed(function, device: torch.device, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default=presets.AUTO)
     parser.add_argument("--preset", default=None, help="model preset (default: by device)")
     parser.add_argument("--tile", type=int, default=None, help="input tile, px (default 252)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    preset = args.preset or model.default_preset(device)
+    preset = args.preset or presets.default_preset(device)
     net = model.build(preset).to(device, memory_format=memory_format(device))
     depth = net.config["depth"]
     tile = model.nearest_valid_input_size(args.tile or 252, depth)

@@ -24,8 +24,10 @@ import torch
 
 from napari_unet.core import tiling
 from napari_unet.core.device import autocast, memory_format, resolve_device
-from napari_unet.core.model import PRESETS, UNet
-from napari_unet.core.predict import PredictConfig, predict_stack, run
+from napari_unet.core.events import run_to_end as run
+from napari_unet.core.model import UNet
+from napari_unet.core.predict import PredictConfig, predict_stack
+from napari_unet.core.presets import AUTO, LIGHT, MODEL_PRESETS
 from napari_unet.core.synthetic import touching_cells
 
 METADATA = {"normalisation": {"percentiles": [1.0, 99.8]}}
@@ -40,7 +42,7 @@ def _net(preset: str, device: torch.device) -> UNet:
     if preset == "light" and starter_model_path().is_file():
         return checkpoint.load(starter_model_path(), device)[0]
     torch.manual_seed(0)
-    return UNet(**PRESETS[preset]).to(device).eval()
+    return UNet(**MODEL_PRESETS[preset]).to(device).eval()
 
 
 def _sync(device: torch.device) -> None:
@@ -80,7 +82,7 @@ def speed(args) -> None:
     tile, batch = args.tile_size or tile, args.batch_size or batch
     config = PredictConfig(tile_size=tile, batch_size=batch, device=str(device))
     print(
-        f"device {device}, preset {args.preset} ({PRESETS[args.preset]}), tile {tile}, batch {batch}"
+        f"device {device}, preset {args.preset} ({MODEL_PRESETS[args.preset]}), tile {tile}, batch {batch}"
     )
     cases = {
         "2048x2048": touching_cells((2048, 2048), seed=0)[0],
@@ -201,8 +203,8 @@ def postprocess_table() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--preset", default="light")
+    parser.add_argument("--device", default=AUTO)
+    parser.add_argument("--preset", default=LIGHT, choices=MODEL_PRESETS)
     parser.add_argument("--tile-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=2, help="best of N timings")

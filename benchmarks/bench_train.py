@@ -22,10 +22,10 @@ import torch
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.data import TrainingData
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
-from napari_unet.core.model import PRESETS, UNet
+from napari_unet.core.model import UNet
+from napari_unet.core.presets import AUTO, MODEL_PRESETS, TRAINING_PRESETS
 from napari_unet.core.synthetic import touching_cells
 from napari_unet.core.train import (
-    PRESET_TRAINING,
     Step,
     TrainConfig,
     train,
@@ -45,7 +45,7 @@ def _clock(device: torch.device):
 
 def full_step_seconds(data, preset, tile, batch, steps, device, compile_=False) -> float:
     """Fastest seconds per step of `train.train` (sampling + augmentation + update)."""
-    net = UNet(**PRESETS[preset])
+    net = UNet(**MODEL_PRESETS[preset])
     config = TrainConfig(
         steps=steps + 3,
         tile_size=tile,
@@ -68,7 +68,7 @@ def full_step_seconds(data, preset, tile, batch, steps, device, compile_=False) 
 
 def bare_step_seconds(preset, tile, batch, steps, device, bf16=True, compile_=False) -> float:
     """Fastest seconds of forward + weighted loss + backward + AdamW update on fixed tiles."""
-    net = UNet(**PRESETS[preset]).to(device, memory_format=memory_format(device)).train()
+    net = UNet(**MODEL_PRESETS[preset]).to(device, memory_format=memory_format(device)).train()
     model = torch.compile(net) if compile_ else net
     in_size = net.nearest_input_size(tile)
     out = net.output_size(in_size)
@@ -97,10 +97,10 @@ def bare_step_seconds(preset, tile, batch, steps, device, bf16=True, compile_=Fa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default=AUTO)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
     parser.add_argument("--paper-tile", type=int, default=None, help="paper input tile (572)")
-    parser.add_argument("--presets", default="light,paper")
+    parser.add_argument("--presets", default=",".join(MODEL_PRESETS))
     args = parser.parse_args()
     device = resolve_device(args.device)
     if device.type == "cpu":
@@ -114,12 +114,12 @@ def main() -> None:
     )
 
     for preset in args.presets.split(","):
-        defaults = PRESET_TRAINING[preset]
+        defaults = TRAINING_PRESETS[preset]
         tile = (
             args.paper_tile if (preset == "paper" and args.paper_tile) else defaults["tile_size"]
         )
         batch = defaults["batch_size"] if device.type == "cuda" else 1
-        net = UNet(**PRESETS[preset])
+        net = UNet(**MODEL_PRESETS[preset])
         in_size = net.nearest_input_size(tile)
         out = net.output_size(in_size)
         steps = (

@@ -24,7 +24,8 @@ import numpy as np
 from _real import dsb_index, load_dsb
 from napari_unet.core import checkpoint, metrics
 from napari_unet.core.data import TrainingData
-from napari_unet.core.predict import PredictConfig, predict_image, run
+from napari_unet.core.events import run_to_end
+from napari_unet.core.predict import PredictConfig, prediction_job
 from napari_unet.core.train import TrainConfig, TrainResult, Validation, train
 from napari_unet.models import starter_model_path
 
@@ -58,7 +59,8 @@ def score(root: str, model: Path, classes: tuple[str, ...] = ("fluorescence_gray
         if not entry.held_out or entry.cls not in classes:
             continue
         image, truth = load_dsb(root, entry.id)
-        predicted = run(predict_image(net, meta, image, PredictConfig(device="cpu"))).labels
+        job = prediction_job((net, meta), image, PredictConfig(device="cpu"))
+        predicted = run_to_end(job).labels
         ap = metrics.average_precision(truth, predicted, SCORE_THRESHOLDS)
         per_image.append([float(v) for v in ap])
     ap = np.mean(per_image, axis=0)
@@ -90,7 +92,7 @@ def make(root: str, output: Path, max_minutes: float, steps: int) -> None:
                 flush=True,
             )
             if event.best:
-                result.save(output)  # keep a usable file while training runs
+                result.trained().save(output)  # keep a usable file while training runs
     result.metadata["starter"] = {
         "data": "DSB2018 stage-1 train (BBBC038, CC0), community-fixed masks",
         "training_ids": ids,
@@ -99,7 +101,7 @@ def make(root: str, output: Path, max_minutes: float, steps: int) -> None:
     }
     history = result.metadata["training"]["history"]
     result.metadata["training"]["history"] = history[::100]  # keep the file header small
-    result.save(output)
+    result.trained().save(output)
     print(f"saved {output} after {time.perf_counter() - started:.0f} s", flush=True)
 
 

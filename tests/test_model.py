@@ -11,14 +11,13 @@ from torch import nn
 
 from napari_unet.core.io import InputError
 from napari_unet.core.model import (
-    PRESETS,
     UNet,
     build,
-    default_preset,
     nearest_valid_input_size,
     valid_input_size,
     valid_output_size,
 )
+from napari_unet.core.presets import MODEL_PRESETS, default_preset
 
 
 def _convs(net: nn.Module) -> list[nn.Module]:
@@ -123,7 +122,7 @@ def test_config_rebuilds_the_same_architecture_and_presets_exist():
     clone = UNet(**net.config)
     assert clone.config == net.config
     assert [p.shape for p in clone.parameters()] == [p.shape for p in net.parameters()]
-    assert set(PRESETS) >= {"paper", "light"}
+    assert set(MODEL_PRESETS) >= {"paper", "light"}
     assert build("paper").config["base_channels"] == 64
     assert default_preset("cpu") == "light"
     assert default_preset("cuda") == "paper"

@@ -8,14 +8,13 @@ import pytest
 
 from _threshold_model import threshold_unet
 from napari_unet.core import checkpoint
+from napari_unet.core.events import run_to_end as run
 from napari_unet.core.io import InputError
 from napari_unet.core.predict import (
     PredictConfig,
     Progress,
     SliceResult,
-    predict_image,
     predict_stack,
-    run,
     stack_layout,
 )
 
@@ -47,7 +46,9 @@ def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 def test_image_to_labels_and_foreground():
     image, expected = _squares(0)
-    events = list_events(predict_image(threshold_unet(), METADATA, image, CONFIG, True))
+    events = list_events(
+        predict_stack(threshold_unet(), METADATA, image, CONFIG, keep_foreground=True)
+    )
     prediction = events.pop()
     assert _same_partition(prediction.labels, expected)
     assert prediction.labels.dtype == np.uint8 and prediction.labels.shape == image.shape
@@ -73,10 +74,10 @@ def test_normalisation_follows_the_model_file():
     image, labels = _squares(1)
     image[labels == 5] = 110  # a faint cell, just above the background (100)
     # Default percentiles (1, 99.8): background -> 0, bright cells -> 1, faint cell ~0.01.
-    assert run(predict_image(threshold_unet(), METADATA, image, CONFIG)).labels.max() == 4
+    assert run(predict_stack(threshold_unet(), METADATA, image, CONFIG)).labels.max() == 4
     # A model trained with percentiles (1, 50) maps the faint cell far above 0.5.
     faint = {"normalisation": {"percentiles": [1.0, 50.0]}}
-    assert run(predict_image(threshold_unet(), faint, image, CONFIG)).labels.max() == 5
+    assert run(predict_stack(threshold_unet(), faint, image, CONFIG)).labels.max() == 5
 
 
 def test_stack_slice_by_slice_with_ids_unique_in_the_stack():
@@ -147,8 +148,8 @@ def test_multichannel_model_reads_channels_last_or_first():
     image, expected = _squares(9)
     two = np.stack([image, np.zeros_like(image)], axis=-1)  # (Y, X, 2)
     net = threshold_unet(in_channels=2)
-    last = run(predict_image(net, METADATA, two, CONFIG)).labels
-    first = run(predict_image(net, METADATA, np.moveaxis(two, -1, 0), CONFIG)).labels
+    last = run(predict_stack(net, METADATA, two, CONFIG)).labels
+    first = run(predict_stack(net, METADATA, np.moveaxis(two, -1, 0), CONFIG)).labels
     assert _same_partition(last, expected)
     np.testing.assert_array_equal(first, last)
 
@@ -157,21 +158,21 @@ def test_loaded_checkpoint_predicts_like_the_saved_net(tmp_path):
     image, expected = _squares(11)
     path = checkpoint.save(tmp_path / "model.safetensors", threshold_unet(), METADATA)
     net, metadata = checkpoint.load(path)
-    assert _same_partition(run(predict_image(net, metadata, image, CONFIG)).labels, expected)
+    assert _same_partition(run(predict_stack(net, metadata, image, CONFIG)).labels, expected)
 
 
 def test_bad_input_is_explained():
     net = threshold_unet()
     with pytest.raises(InputError, match="looks like an RGB image"):
-        run(predict_image(net, METADATA, np.zeros((64, 64, 3)), CONFIG))
+        run(predict_stack(net, METADATA, np.zeros((64, 64, 3)), CONFIG))
     with pytest.raises(InputError, match=r"2D image \(Y, X\) or a stack"):
-        run(predict_image(net, METADATA, np.zeros((2, 3, 64, 64)), CONFIG))
+        run(predict_stack(net, METADATA, np.zeros((2, 3, 64, 64)), CONFIG))
     with pytest.raises(InputError, match="no axis of that size"):
         stack_layout((64, 64, 5), channels=2)
     with pytest.raises(InputError, match="slice index out of range"):
         run(predict_stack(net, METADATA, np.zeros((2, 64, 64)), CONFIG, slices=[2]))
     with pytest.raises(InputError, match="NaN"):
-        run(predict_image(net, METADATA, np.full((64, 64), np.nan), CONFIG))
+        run(predict_stack(net, METADATA, np.full((64, 64), np.nan), CONFIG))
 
 
 def test_cli_round_trip_on_a_tif_stack(tmp_path, capsys):

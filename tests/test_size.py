@@ -55,7 +55,8 @@ def test_scale_shrinks_only_large_cells():
 
 
 def test_large_cells_are_shrunk_for_training_and_the_scale_is_stored(tmp_path):
-    from napari_unet.core.predict import PredictConfig, predict_image, run
+    from napari_unet.core.events import run_to_end
+    from napari_unet.core.predict import PredictConfig, prediction_job
     from napari_unet.core.train import TrainConfig, TrainResult, train
 
     labels = _disks(96.0, shape=(256, 256), spacing=120)
@@ -70,10 +71,11 @@ def test_large_cells_are_shrunk_for_training_and_the_scale_is_stored(tmp_path):
     kept = TrainResult()
     for _ in train(data, cfg, result=kept):
         pass
-    kept.save(path)
+    kept.trained().save(path)
     net, meta = checkpoint.load(path)
     assert meta["normalisation"]["scale"] == pytest.approx(factor)
-    labels_out = run(predict_image(net, meta, image, PredictConfig(device="cpu"))).labels
+    job = prediction_job((net, meta), image, PredictConfig(device="cpu"))
+    labels_out = run_to_end(job).labels
     assert labels_out.shape == image.shape  # predicted at the model's scale, returned full size
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from napari_unet.core import checkpoint
 from napari_unet.core.data import TrainingData
-from napari_unet.core.model import PRESETS
+from napari_unet.core.presets import MODEL_PRESETS
 from napari_unet.core.synthetic import touching_cells
 from napari_unet.core.train import TrainConfig, TrainResult, train
 from napari_unet.models import starter_model_path
@@ -15,7 +15,7 @@ def test_starter_model_is_a_small_light_model_file():
     assert path.is_file()
     assert path.stat().st_size < 4e6
     net, metadata = checkpoint.load(path)
-    assert all(net.config[k] == v for k, v in PRESETS["light"].items())
+    assert all(net.config[k] == v for k, v in MODEL_PRESETS["light"].items())
     assert metadata["validation"]["iou"] > 0.85
     assert len(metadata["normalisation"]["value_range"]) == 1
 

@@ -224,3 +224,24 @@ def test_cuda_bf16_channels_last_is_close_to_cpu_fp32():
     cpu = tiling.predict_tiled(net, image, tile_size=156, device="cpu")
     gpu = tiling.predict_tiled(net, image, tile_size=156, device="cuda")
     np.testing.assert_allclose(gpu, cpu, atol=0.03)
+
+
+@pytest.mark.parametrize("box", [(5, 7, 30, 50), (0, 0, 45, 61), (20, 1, 45, 19)])
+def test_a_region_sees_the_real_pixels_around_it(kernel, box):
+    """Inside the image the context is the image itself; beyond it, the mirror."""
+    image = np.random.default_rng(10).random((45, 61)).astype(np.float32)
+    y0, x0, y1, x1 = box
+    probs = tiling.predict_tiled(CorrelationProbe(kernel), image, 36, 2, region=box)
+    whole = _sigmoid(correlate2d(_mirror_by_hand(image.astype(np.float64), 8), kernel, "valid"))
+    assert probs.shape == (2, y1 - y0, x1 - x0)
+    np.testing.assert_allclose(probs[1], whole[y0:y1, x0:x1], atol=1e-5)
+
+
+def test_a_grid_aligned_region_of_a_unet_equals_that_part_of_the_whole_prediction():
+    net = _unet(3)  # pooling factor 4: a region starting on multiples of 4 sees the same grid
+    image = np.random.default_rng(11).random((70, 90)).astype(np.float32)
+    whole = tiling.predict_tiled(net, image, tile_size=92)
+    part = tiling.predict_tiled(net, image, tile_size=60, region=(8, 12, 66, 85))
+    np.testing.assert_allclose(part, whole[:, 8:66, 12:85], atol=2e-5)
+    with pytest.raises(InputError, match="outside"):
+        tiling.predict_tiled(net, image, region=(8, 12, 71, 85))

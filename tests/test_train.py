@@ -133,7 +133,7 @@ def test_closing_mid_run_keeps_a_usable_best_model(tmp_path, cells_data):
     with torch.no_grad():
         out = result.net(torch.rand(1, 1, 92, 92))
     assert out.shape == (1, 2, 52, 52) and torch.isfinite(out).all()
-    path = result.save(tmp_path / "stopped.safetensors")
+    path = result.trained().save(tmp_path / "stopped.safetensors")
     loaded, meta = checkpoint.load(path)
     assert meta["training"]["steps_done"] == 4 and meta["training"]["stopped_early"]
     assert meta["normalisation"]["percentiles"] == [1.0, 99.8]
@@ -143,7 +143,7 @@ def test_closing_mid_run_keeps_a_usable_best_model(tmp_path, cells_data):
 
 def test_fine_tune_from_a_model_file_starts_from_its_weights(tmp_path, cells_data):
     _, first = _run(train(cells_data, _config(steps=3), net=UNet(**TINY)))
-    path = first.save(tmp_path / "first.safetensors")
+    path = first.trained().save(tmp_path / "first.safetensors")
     start, _ = checkpoint.load(path)
     events, second = _run(train(cells_data, _config(steps=2, lr=1e-12), net=path))
     assert second.metadata["training"]["from"] == "first.safetensors"
@@ -288,3 +288,34 @@ def test_out_of_memory_fallback_halves_the_batch_then_shrinks_the_tile(cells_dat
     assert sizes[:3] == [(4, 172), (2, 172), (1, 172)]
     assert [s for _, s in sizes[2:]] == sorted({s for _, s in sizes[2:]}, reverse=True)
     assert sizes[-1] == (1, 44)  # the smallest valid tile of a depth-3 U-Net
+
+
+def test_validation_scores_equal_tiled_prediction_and_metrics_of_the_best_net(cells_data):
+    """The hold-out is scored through `tiling.predict_tiled` (the image around it as
+    context) with the training loss; recompute it all by hand from the returned net."""
+    from napari_unet.core import metrics, postprocess, tiling
+    from napari_unet.core.train import VALIDATION_TILE_PX
+
+    events, result = _run(train(cells_data, _config(steps=1), net=UNet(**TINY)))
+    (validation,) = [e for e in events if isinstance(e, Validation)]
+    region = cells_data.validation
+    box = (region.y0, region.x0, region.y1, region.x1)
+    probs = tiling.predict_tiled(
+        result.net, cells_data.images[region.index], VALIDATION_TILE_PX, 1, "cpu", region=box
+    )
+    rows, cols = slice(region.y0, region.y1), slice(region.x0, region.x1)
+    target = cells_data.targets[region.index, rows, cols]
+    weights = cells_data.validation_weights
+    mask = region.mask
+    cell, predicted = (target == 1) & mask, (probs[1] > 0.5) & mask
+    iou = np.count_nonzero(cell & predicted) / np.count_nonzero(cell | predicted)
+    picked = np.take_along_axis(probs, target[None].astype(np.int64), axis=0)[0]
+    loss = float((-np.log(picked) * weights).sum() / weights.sum())
+    labels = cells_data.labels[region.index, rows, cols] * mask
+    ap50 = metrics.average_precision(labels, postprocess.to_instances(probs) * mask, (0.5,))[0]
+    assert validation.iou == pytest.approx(iou, abs=1e-12)
+    assert validation.iou == pytest.approx(metrics.iou_score(cell, predicted), abs=1e-12)
+    assert validation.loss == pytest.approx(loss, rel=1e-5)
+    assert validation.ap50 == pytest.approx(ap50)
+    np.testing.assert_array_equal(validation.preview, probs[1])
+    assert validation.region == (region.slice_index, *box)

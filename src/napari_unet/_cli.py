@@ -13,6 +13,17 @@ from typing import Any
 
 from napari_unet import __version__
 from napari_unet.core.io import InputError
+from napari_unet.core.presets import (
+    ADAMW,
+    AUTO,
+    DEFAULT_LR,
+    DEVICES,
+    MODEL_PRESETS,
+    OPTIMIZERS,
+    PAPER,
+    SGD,
+    default_preset,
+)
 
 
 def drive(
@@ -23,16 +34,29 @@ def drive(
 ) -> Any:
     """Pull a core generator to its end under a tqdm bar; returns the generator's return value.
 
+    The bar opens at the first event, so input errors found before any work print alone.
     ``on_event(event, bar)`` may update the bar's postfix (loss, IoU, ...).
     """
     from tqdm import tqdm
 
     from napari_unet.core.events import run_to_end
 
-    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr) as bar:
+    bar = None
+
+    def handle(event: Any) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
         if on_event is None:
-            return run_to_end(events, lambda event: bar.update(1))
-        return run_to_end(events, lambda event: on_event(event, bar))
+            bar.update(1)
+        else:
+            on_event(event, bar)
+
+    try:
+        return run_to_end(events, handle)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 # --- subcommands -------------------------------------------------------------------
 # One section per feature: `_add_<name>(parser)` declares its arguments, `_cmd_<name>(args)`
 # runs it and returns the exit code. Import torch-heavy modules inside `_cmd_<name>`.
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    # no choices=: "cuda:1" picks a GPU (`device.resolve_device` checks the name)
+    p.add_argument("--device", default=AUTO, help=f"{', '.join(DEVICES)} (default: %(default)s)")
 
 
 def _add_weights(p: argparse.ArgumentParser) -> None:
@@ -140,13 +169,13 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
     p.add_argument("--split-merged", action="store_true", help="watershed-split merged cells")
     p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_device(p)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from napari_unet.core import checkpoint, io, predict
 
-    net, metadata = checkpoint.load(args.model)
+    checkpoint.read_metadata(args.model)  # a bad model file fails before any progress bar
     image = io.read(args.image)
     config = predict.PredictConfig(
         tile_size=args.tile_size,
@@ -157,8 +186,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         min_size_px=args.min_size,
         split_merged=args.split_merged,
     )
-    events = predict.predict_image(
-        net, metadata, image, config, keep_foreground=bool(args.probabilities), name=args.image
+    events = predict.prediction_job(
+        args.model, image, config, keep_foreground=bool(args.probabilities), name=args.image
     )
 
     def on_event(event, bar) -> None:
@@ -192,14 +221,15 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--steps", type=int, help="optimiser steps (default: by model preset)")
     p.add_argument("--max-minutes", type=float, help="stop early, keep the best (CPU: 8.5)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--from", dest="start", metavar="MODEL", help="fine-tune this model file")
-    p.add_argument("--preset", choices=("light", "paper"), help="new model (CUDA: paper)")
+    p.add_argument("--preset", choices=MODEL_PRESETS, help=f"new model (CUDA: {PAPER})")
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (rounded to valid)")
     p.add_argument("--batch-size", type=int, help="tiles per step")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 AdamW, 1e-2 SGD)")
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="sgd: paper")
+    lr = ", ".join(f"{v:g} {k}" for k, v in DEFAULT_LR.items())
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default: {lr})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=ADAMW, help=f"{SGD}: paper")
     p.add_argument("--validate-every", type=int, help="steps between validations")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
@@ -213,9 +243,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from napari_unet.core import checkpoint, io, train
     from napari_unet.core.augment import AugmentConfig
-    from napari_unet.core.data import TrainingData
     from napari_unet.core.device import resolve_device
-    from napari_unet.core.model import default_preset
 
     output = Path(args.output)
     if output.suffix != ".safetensors":
@@ -229,8 +257,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         labels = io.as_labels(io.read(labels_path), name=str(labels_path))
         io.check_same_shape(image.shape, labels.shape, image=image_path, labels=labels_path)
         pairs.append((image, labels))
-    n_classes = args.classes or checkpoint.classes_to_train(args.start)
-    data = TrainingData.from_pairs(pairs, n_classes=n_classes)
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":
         max_minutes = CPU_MAX_MINUTES
@@ -249,7 +275,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     result = train.TrainResult()
-    events = train.train(data, config, net=args.start, result=result)
+    (image, labels), *extra = pairs
+    events = train.training_job(
+        image,
+        labels,
+        config,
+        start_from=args.start,
+        result=result,
+        extra_pairs=extra,
+        n_classes=args.classes,
+    )
     postfix: dict[str, str] = {}
 
     def on_event(event, bar) -> None:
@@ -262,16 +297,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         bar.set_postfix(postfix, refresh=False)
 
     try:
-        drive(events, config.steps, "train", on_event)
+        trained = drive(events, config.steps, "train", on_event)
     except KeyboardInterrupt:
-        events.close()  # keeps the best model so far
-        if result.best_state is None:
+        events.close()
+        trained = result.trained(stopped=True)  # the best model so far
+        if trained is None:
             raise
-    result.save(output)
-    iou = "" if result.best_iou is None else f", validation IoU {result.best_iou:.3f}"
-    stop = " (stopped early)" if result.stopped_early else ""
+    trained.save(output)
+    iou = "" if trained.best_iou is None else f", validation IoU {trained.best_iou:.3f}"
+    stop = " (stopped early)" if trained.stopped else ""
     print(
-        f"saved {output}: best at step {result.best_step} of {result.steps_done}{stop}{iou}",
+        f"saved {output}: best at step {trained.best_step} of {trained.steps_done}{stop}{iou}",
         file=sys.stderr,
     )
     return 0

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import torch
 
 from napari_unet.core.io import InputError
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from napari_unet.core.presets import AUTO, DEVICES
 
 
 def _mps_available() -> bool:
@@ -21,7 +20,7 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
+def resolve_device(name: str | torch.device = AUTO) -> torch.device:
     """ "auto" -> CUDA, else MPS, else CPU; a named device must exist (`InputError` if not)."""
     if isinstance(name, torch.device):
         return name
@@ -29,7 +28,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     kind = name.split(":")[0]
     if kind not in DEVICES:
         raise InputError(f"Unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-    if kind == "auto":
+    if kind == AUTO:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps" if _mps_available() else "cpu")

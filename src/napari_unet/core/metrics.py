@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -530,15 +531,10 @@ def evaluate_iter(
     return Evaluation(metrics, thresholds, ap, error_labels, tuple(errors))
 
 
-def evaluate(
-    gt: np.ndarray,
-    pred: np.ndarray,
-    thresholds: Sequence[float] = IOU_THRESHOLDS,
-    slices: Sequence[int] | None = None,
-    warping: bool = True,
-) -> dict[str, float]:
-    """All metrics as a flat dict (``evaluate_iter`` without progress or error layers)."""
-    return run_to_end(evaluate_iter(gt, pred, thresholds, slices, warping)).metrics
+def evaluate(gt: np.ndarray, pred: np.ndarray, *args: Any, **kwargs: Any) -> dict[str, float]:
+    """All metrics as a flat dict (``evaluate_iter``, same arguments, without progress or
+    error layers)."""
+    return run_to_end(evaluate_iter(gt, pred, *args, **kwargs)).metrics
 
 
 # What each number means, for the dock's table and the command line.

@@ -15,34 +15,17 @@ import torch
 from torch import nn
 
 from napari_unet.core.io import InputError
-
-# Ronneberger et al. 2015, Fig. 1: 64 channels at the top level, doubled per level down
-# to 1024 at the 5th; a 572x572 input tile gives a 388x388 output; dropout 0.5 at the end
-# of the contracting path (section 3).
-PAPER_BASE_CHANNELS = 64
-PAPER_DEPTH = 5
-PAPER_DROPOUT = 0.5
-
-# Named model sizes: keyword arguments of `UNet`. "light" is the CPU default, chosen by
-# measuring steps/s and validation IoU within a 10-minute run on 2 CPU cores
-# (benchmarks/bench_train.py).
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "base_channels": PAPER_BASE_CHANNELS,
-        "depth": PAPER_DEPTH,
-        "dropout": PAPER_DROPOUT,
-    },
-    "light": {"base_channels": 16, "depth": 4, "dropout": 0.1},
-}
+from napari_unet.core.presets import (
+    LIGHT,
+    MODEL_PRESETS,
+    PAPER_BASE_CHANNELS,
+    PAPER_DEPTH,
+    PAPER_DROPOUT,
+)
 
 PADDINGS = ("valid", "same")
 CONVS_PER_LEVEL = 2
 CONV_SHRINK_PX = CONVS_PER_LEVEL * 2  # two unpadded 3x3 convs remove 2 px each side
-
-
-def default_preset(device: str | torch.device = "cpu") -> str:
-    """The paper width on a GPU, the light model elsewhere (a CPU step must stay short)."""
-    return "paper" if torch.device(device).type == "cuda" else "light"
 
 
 def _check_depth(depth: int) -> None:
@@ -269,8 +252,14 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def build(preset: str = "light", **overrides: Any) -> UNet:
-    """A fresh UNet from a named preset (see `PRESETS`), with keyword overrides."""
-    if preset not in PRESETS:
-        raise InputError(f"Unknown model preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return UNet(**{**PRESETS[preset], **overrides})
+def build(preset: str = LIGHT, **overrides: Any) -> UNet:
+    """A fresh UNet from a named preset (see `presets.MODEL_PRESETS`), with keyword overrides."""
+    check_preset(preset)
+    return UNet(**{**MODEL_PRESETS[preset], **overrides})
+
+
+def check_preset(preset: str | None) -> None:
+    if preset not in MODEL_PRESETS:
+        raise InputError(
+            f"Unknown model preset {preset!r}; choose one of {', '.join(MODEL_PRESETS)}"
+        )

@@ -11,14 +11,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_unet.core import postprocess, size
-from napari_unet.core.events import run_to_end
 from napari_unet.core.io import InputError, as_image
 from napari_unet.core.normalize import PERCENTILES, normalize
+from napari_unet.core.presets import AUTO
 
 # Slices read (evenly spaced) to measure a stack's intensity range without loading it all.
 RANGE_SAMPLE_SLICES = 8
@@ -30,7 +31,7 @@ class PredictConfig:
 
     tile_size: int | None = None  # input tile edge, pixels
     batch_size: int | None = None
-    device: str = "auto"
+    device: str = AUTO
     tta: bool = False  # average over the 8 flips/rotations (8x slower)
     threshold: float = postprocess.THRESHOLD
     min_size_px: int = postprocess.MIN_SIZE_PX
@@ -220,22 +221,20 @@ def predict_stack(
     return Prediction(labels_all, foreground_all)
 
 
-def predict_image(
-    net: Any,
-    metadata: dict,
+def prediction_job(
+    model: str | Path | tuple[Any, dict],
     image: Any,
     config: PredictConfig = PredictConfig(),
-    keep_foreground: bool = False,
-    name: str = "image",
+    **options: Any,
 ) -> Generator[Progress | SliceResult, None, Prediction]:
-    """`predict_stack` for one image (every slice if ``image`` is a stack)."""
-    return (
-        yield from predict_stack(
-            net, metadata, image, config, keep_foreground=keep_foreground, name=name
-        )
-    )
+    """The one prediction entry point of the docks and the CLI: load ``model`` (a model
+    file, or a (net, metadata) pair), then `predict_stack` (``options`` are its keywords)."""
+    from napari_unet.core import checkpoint
 
-
-def run(events: Generator[Any, None, Prediction]) -> Prediction:
-    """Pull a prediction generator to its end (scripts and tests)."""
-    return run_to_end(events)
+    if isinstance(model, tuple):
+        net, metadata = model
+    elif not str(model):
+        raise InputError("Choose a model file (.safetensors) first.")
+    else:
+        net, metadata = checkpoint.load(model)
+    return (yield from predict_stack(net, metadata, image, config, **options))

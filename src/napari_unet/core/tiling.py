@@ -33,6 +33,8 @@ ACTIVATION_BYTES_PER_PX_PER_CHANNEL = 48
 MEMORY_SHARE = {"cuda": 0.6, "cpu": 0.25, "mps": 0.4}
 
 
+Region = tuple[int, int, int, int]  # (y0, x0, y1, x1), pixels
+
 # ``done`` of ``total`` tiles predicted (``total`` may grow after an out-of-memory retry).
 TileProgress = Done
 
@@ -199,6 +201,7 @@ def predict_tiled_iter(
     batch_size: int | None = None,
     device: Any = None,
     tta: bool = False,
+    region: Region | None = None,
 ) -> Generator[TileProgress, None, np.ndarray]:
     """Overlap-tile prediction as a generator: yields `TileProgress` after every batch and
     returns float32 (n_classes, Y, X) softmax probabilities. Closing it stops between batches.
@@ -206,7 +209,9 @@ def predict_tiled_iter(
     ``image``: normalised float32 (Y, X) or (C, Y, X). ``tile_size``: input tile edge in
     pixels (rounded to a valid size; default from free memory). A CUDA out-of-memory
     halves the batch, then the tile, and retries. ``tta`` averages the 8 flips/rotations.
-    The model is put in eval mode on ``device`` (default: where its weights are).
+    ``region`` (y0, x0, y1, x1): predict only those pixels, seeing the image's own pixels
+    around them (mirrored only beyond the image border); the result is (n_classes, y1 - y0,
+    x1 - x0). The model is put in eval mode on ``device`` (default: where its weights are).
     """
     import torch
 
@@ -214,6 +219,7 @@ def predict_tiled_iter(
 
     device = resolve_device(device) if device is not None else next(net.parameters()).device
     image = _as_chw(image, int(net.config["in_channels"]))
+    region = _check_region(region, image.shape[-2:])
     was_training = net.training
     net.to(device=device, memory_format=memory_format(device)).eval()
     auto_tile, auto_batch = auto_tile_and_batch(net, device)
@@ -224,7 +230,7 @@ def predict_tiled_iter(
     try:
         while True:
             try:
-                return (yield from _run(net, image, tile_in, batch, device, tta))
+                return (yield from _run(net, image, region, tile_in, batch, device, tta))
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -232,8 +238,8 @@ def predict_tiled_iter(
                     torch.cuda.empty_cache()
                 if batch > 1:
                     batch //= 2
-                elif _used_tile_px(net, image, tile_in) // 2 >= smallest_tile_px(net):
-                    tile_in = _used_tile_px(net, image, tile_in) // 2
+                elif _used_tile_px(net, region, tile_in) // 2 >= smallest_tile_px(net):
+                    tile_in = _used_tile_px(net, region, tile_in) // 2
                 else:
                     raise InputError(
                         f"Out of memory on {device} even with one {tile_in} px tile; "
@@ -243,14 +249,37 @@ def predict_tiled_iter(
         net.train(was_training)
 
 
-def _used_tile_px(net: Any, image: np.ndarray, tile_in: int) -> int:
-    """The largest tile edge actually cut for this image (small images use smaller tiles)."""
-    return max(axis_layout(net, n, tile_in).tile_in for n in image.shape[-2:])
+def _check_region(region: Region | None, shape: tuple[int, ...]) -> Region:
+    """``region`` as ints, the whole image when None; `InputError` when it is empty or outside."""
+    height, width = int(shape[0]), int(shape[1])
+    y0, x0, y1, x1 = (0, 0, height, width) if region is None else (int(v) for v in region)
+    if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+        raise InputError(f"region {region} is empty or outside the {height}x{width} image")
+    return y0, x0, y1, x1
+
+
+def _used_tile_px(net: Any, region: Region, tile_in: int) -> int:
+    """The largest tile edge actually cut for this region (small ones use smaller tiles)."""
+    y0, x0, y1, x1 = region
+    return max(axis_layout(net, n, tile_in).tile_in for n in (y1 - y0, x1 - x0))
+
+
+def _with_context(image: np.ndarray, region: Region, ly: AxisLayout, lx: AxisLayout) -> np.ndarray:
+    """The region plus each layout's padding: the image's own pixels where there are any,
+    mirrored beyond its border."""
+    y0, x0, y1, x1 = region
+    _, height, width = image.shape
+    top, left = y0 - ly.pad_before, x0 - lx.pad_before
+    bottom, right = y1 + ly.pad_after, x1 + lx.pad_after
+    dy, dx = max(-top, 0), max(-left, 0)
+    pads = ((0, 0), (dy, max(bottom - height, 0)), (dx, max(right - width, 0)))
+    return np.pad(image, pads, MIRROR_MODE)[:, top + dy : bottom + dy, left + dx : right + dx]
 
 
 def _run(
     net: Any,
     image: np.ndarray,
+    region: Region,
     tile_in: int,
     batch_size: int,
     device: Any,
@@ -259,12 +288,10 @@ def _run(
     """One attempt at a fixed tile and batch size (an out-of-memory error propagates)."""
     import torch
 
-    _, height, width = image.shape
+    height, width = region[2] - region[0], region[3] - region[1]
     ly = axis_layout(net, height, tile_in)
     lx = axis_layout(net, width, tile_in)
-    padded = np.pad(
-        image, ((0, 0), (ly.pad_before, ly.pad_after), (lx.pad_before, lx.pad_after)), MIRROR_MODE
-    )
+    padded = _with_context(image, region, ly, lx)
     out = np.empty((int(net.config["n_classes"]), height, width), dtype=np.float32)
     tiles = [(iy, ix) for iy in range(ly.count) for ix in range(lx.count)]
     for start in range(0, len(tiles), batch_size):
@@ -302,11 +329,10 @@ def count_tiles(net: Any, shape: tuple[int, int], tile_size: int) -> int:
 def predict_tiled(
     net: Any,
     image: np.ndarray,
-    tile_size: int | None = None,
-    batch_size: int | None = None,
-    device: Any = None,
+    *args: Any,
     progress: Callable[[TileProgress], None] | None = None,
-    tta: bool = False,
+    **kwargs: Any,
 ) -> np.ndarray:
-    """`predict_tiled_iter` run to the end; ``progress(event)`` is called after every batch."""
-    return run_to_end(predict_tiled_iter(net, image, tile_size, batch_size, device, tta), progress)
+    """`predict_tiled_iter` (same arguments) run to the end; ``progress(event)`` is called
+    after every batch."""
+    return run_to_end(predict_tiled_iter(net, image, *args, **kwargs), progress)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,31 +22,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_unet.core import checkpoint
+from napari_unet.core import checkpoint, metrics, postprocess, tiling
+from napari_unet.core.annotations import Box
 from napari_unet.core.augment import AugmentConfig, augment
-from napari_unet.core.data import TileSampler, TrainingData, ValidationRegion
+from napari_unet.core.data import TileSampler, TrainingData
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
 from napari_unet.core.io import InputError
-from napari_unet.core.model import PRESETS, UNet, default_preset
+from napari_unet.core.model import UNet, check_preset
+from napari_unet.core.presets import (
+    ADAMW,
+    AUTO,
+    DEFAULT_LR,
+    LIGHT,
+    MODEL_PRESETS,
+    OPTIMIZERS,
+    PAPER,
+    SGD,
+    TRAINING_PRESETS,
+    default_preset,
+)
 
 # Ronneberger et al. 2015, section 3: SGD with momentum 0.99 (many earlier samples
 # steer each update), batch 1 of large tiles.
 PAPER_MOMENTUM = 0.99
-OPTIMIZERS = ("adamw", "sgd")
-DEFAULT_LR = {"adamw": 2e-3, "sgd": 1e-2}
 WARMUP_FRACTION = 0.05  # linear warm-up, then cosine decay to FINAL_LR_FRACTION * lr
 FINAL_LR_FRACTION = 0.02
-VALIDATION_TILE_PX = 256  # output tile side when predicting the hold-out (few, large tiles)
-
-# Per-preset defaults (chosen by benchmarks/bench_train.py and bench_accuracy.py): input
-# tile side (pixels), tiles per step and steps. The light model does ~25 steps/s on 2
-# free CPU cores, so 5000 steps take ~4-5 minutes; measured against 2500 steps they
-# raise AP@0.9 on synthetic cells from 0.89 to 0.92. `max_minutes` keeps a slower or
-# busy machine within 10 minutes.
-PRESET_TRAINING: dict[str, dict[str, Any]] = {
-    "light": {"tile_size": 188, "batch_size": 1, "steps": 5000, "validate_every": 250},
-    "paper": {"tile_size": 572, "batch_size": 4, "steps": 3000, "validate_every": 200},
-}
+PROBABILITY_FLOOR = 1e-7  # log(0) guard when a loss is computed from probabilities
+VALIDATION_TILE_PX = 348  # input tile side when predicting the hold-out (few, large tiles)
 
 
 @dataclass(frozen=True)
@@ -74,32 +77,32 @@ class Validation:
 
 @dataclass
 class TrainConfig:
-    """Training settings; ``None`` means the preset's default (see `PRESET_TRAINING`)."""
+    """Training settings; ``None`` means the preset's default (`presets.TRAINING_PRESETS`)."""
 
     steps: int | None = None
     preset: str | None = None  # new model size; None: by device (ignored when a net is given)
     tile_size: int | None = None  # input tile side in pixels, rounded to a valid size
     batch_size: int | None = None
     lr: float | None = None
-    optimizer: str = "adamw"  # or "sgd" (the paper's, momentum 0.99)
+    optimizer: str = ADAMW  # or SGD (the paper's, momentum 0.99); see `presets.OPTIMIZERS`
     weight_decay: float = 1e-4
     validate_every: int | None = None  # steps; also after the first and the last step
     max_minutes: float | None = None  # stop early after this long (keeps the best)
-    device: str = "auto"
+    device: str = AUTO
     seed: int | None = 0
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: off
     compile: bool = False  # torch.compile on CUDA (slow first steps, faster after)
 
     def resolved(self, preset: str) -> TrainConfig:
         """A copy with every ``None`` default filled in from the preset's defaults."""
-        defaults = PRESET_TRAINING.get(preset, PRESET_TRAINING["light"])
+        self.check()
+        defaults = TRAINING_PRESETS.get(preset, TRAINING_PRESETS[LIGHT])
         out = copy.copy(self)
         for name in ("steps", "tile_size", "batch_size", "validate_every"):
             if getattr(out, name) is None:
                 setattr(out, name, defaults[name])
         if out.lr is None:
-            out.lr = DEFAULT_LR.get(out.optimizer, 1e-3)
-        out.check()
+            out.lr = DEFAULT_LR[out.optimizer]
         return out
 
     def check(self) -> None:
@@ -140,9 +143,34 @@ class TrainResult:
         net.load_state_dict(self.best_state)
         return net.eval()
 
+    def trained(self, stopped: bool = False) -> Trained | None:
+        """The best model so far as a `Trained` (None before the first step)."""
+        if self.best_state is None:
+            return None
+        return Trained(
+            net=self.best_net(),
+            metadata={"architecture": dict(self.config), **self.metadata},
+            steps_done=self.steps_done,
+            best_step=self.best_step,
+            best_iou=self.best_iou,
+            stopped=stopped or self.stopped_early,
+        )
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A finished (or stopped) run: a CPU copy of the best net and its full metadata."""
+
+    net: UNet  # eval mode, on the CPU
+    metadata: dict[str, Any]  # what the model file stores (architecture included)
+    steps_done: int
+    best_step: int
+    best_iou: float | None
+    stopped: bool
+
     def save(self, path: str | Path) -> Path:
-        """Write the best model so far with its metadata (atomic)."""
-        return checkpoint.save(path, self.best_net(), self.metadata)
+        """Write the model with its metadata (atomic)."""
+        return checkpoint.save(path, self.net, self.metadata)
 
 
 def weighted_cross_entropy(
@@ -174,13 +202,12 @@ def _initial_net(
         previous = meta.get("training", {})
         parent = {"from": path.name, "from_steps": previous.get("steps_done", 0)}
     elif net is None:
-        if cfg.preset not in PRESETS:
-            raise InputError(
-                f"Unknown model preset {cfg.preset!r}; choose one of {sorted(PRESETS)}"
-            )
+        check_preset(cfg.preset)
         if cfg.seed is not None:
             torch.manual_seed(cfg.seed)
-        net = UNet(in_channels=data.in_channels, n_classes=data.n_classes, **PRESETS[cfg.preset])
+        net = UNet(
+            in_channels=data.in_channels, n_classes=data.n_classes, **MODEL_PRESETS[cfg.preset]
+        )
     net = getattr(net, "_orig_mod", net)
     if net.in_channels != data.in_channels:
         raise InputError(
@@ -196,10 +223,10 @@ def _initial_net(
 
 
 def _preset_of(net: UNet) -> str:
-    for name, kwargs in PRESETS.items():
+    for name, kwargs in MODEL_PRESETS.items():
         if all(net.config.get(k) == v for k, v in kwargs.items()):
             return name
-    return "light" if net.config["base_channels"] < 64 else "paper"
+    return LIGHT if net.config["base_channels"] < MODEL_PRESETS[PAPER]["base_channels"] else PAPER
 
 
 def _tile_sizes(net: UNet, tile_size: int) -> tuple[int, int]:
@@ -208,95 +235,42 @@ def _tile_sizes(net: UNet, tile_size: int) -> tuple[int, int]:
     return in_size, net.output_size(in_size)
 
 
-def _predict_region(
-    net: UNet,
-    image: np.ndarray,
-    region: ValidationRegion,
-    device: torch.device,
-    batch_size: int,
-) -> np.ndarray:
-    """Softmax probabilities (K, h, w) on the region of ``image`` (C, Y, X).
-
-    Output tiles abut exactly (valid convs), the image is mirrored at its border.
-    """
-    height, width = region.y1 - region.y0, region.x1 - region.x0
-    smallest = net.nearest_input_size(1)
-    context = smallest - net.output_size(smallest)  # the same for every tile size
-    size = net.nearest_input_size(min(max(height, width), VALIDATION_TILE_PX) + context)
-    out = net.output_size(size)
-    ctx = (size - out) // 2
-    pad = ctx + out
-    padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-    corners = [(y, x) for y in range(0, height, out) for x in range(0, width, out)]
-    probs = np.zeros((net.n_classes, height + out, width + out), dtype=np.float32)
-    for start in range(0, len(corners), batch_size):
-        chunk = corners[start : start + batch_size]
-        tiles = np.stack(
-            [
-                padded[
-                    :,
-                    region.y0 + y - ctx + pad : region.y0 + y - ctx + pad + size,
-                    region.x0 + x - ctx + pad : region.x0 + x - ctx + pad + size,
-                ]
-                for y, x in chunk
-            ]
-        )
-        batch = torch.from_numpy(tiles).to(device)
-        batch = batch.contiguous(memory_format=memory_format(device))
-        with torch.no_grad(), autocast(device):
-            p = torch.softmax(net(batch).float(), dim=1).cpu().numpy()
-        for (y, x), tile in zip(chunk, p, strict=True):
-            probs[:, y : y + out, x : x + out] = tile
-    return probs[:, :height, :width]
-
-
-def _ap50(labels: np.ndarray, probs: np.ndarray, mask: np.ndarray) -> float | None:
-    """AP at IoU 0.5 of instances on the held-out region (None without metrics/postprocess)."""
-    try:
-        from napari_unet.core.metrics import average_precision
-        from napari_unet.core.postprocess import to_instances
-    except ImportError:
-        return None
-    predicted = to_instances(probs) * mask
-    return float(average_precision(labels * mask, predicted, thresholds=(0.5,))[0])
-
-
-def _validate(
-    net: UNet,
-    data: TrainingData,
-    device: torch.device,
-    batch_size: int,
-    step: int,
+def validate(
+    net: UNet, data: TrainingData, device: torch.device, batch_size: int, step: int
 ) -> Validation:
+    """Score ``net`` on the held-out region: `tiling.predict_tiled` with the image around
+    it as context, the training loss, foreground IoU and AP@0.5 (`metrics`)."""
     region = data.validation
     assert region is not None and data.validation_weights is not None
-    net.eval()
-    probs = _predict_region(net, data.images[region.index], region, device, batch_size)
-    net.train()
+    box = (region.y0, region.x0, region.y1, region.x1)
+    image = data.images[region.index]
+    probs = tiling.predict_tiled(net, image, VALIDATION_TILE_PX, batch_size, device, region=box)
     rows, cols = slice(region.y0, region.y1), slice(region.x0, region.x1)
     target = data.targets[region.index, rows, cols]
-    weights = data.validation_weights
-    eps = 1e-7
-    picked = np.take_along_axis(probs, target[None].astype(np.int64), axis=0)[0]
-    loss = float((-np.log(picked + eps) * weights).sum() / max(weights.sum(), eps))
-    predicted, actual = probs[1] > 0.5, target == 1
-    inter = np.count_nonzero(predicted & actual & region.mask)
-    union = np.count_nonzero((predicted | actual) & region.mask)
-    iou = inter / union if union else 1.0
-    ap50 = _ap50(data.labels[region.index, rows, cols], probs, region.mask)
+    mask = region.mask
+    instances = postprocess.to_instances(probs) * mask
+    labels = data.labels[region.index, rows, cols] * mask
     return Validation(
         step=step,
-        loss=loss,
-        iou=float(iou),
-        ap50=ap50,
+        loss=probability_loss(probs, target, data.validation_weights),
+        iou=metrics.iou_score((target == 1) & mask, (probs[1] > 0.5) & mask),
+        ap50=float(metrics.average_precision(labels, instances, thresholds=(0.5,))[0]),
         preview=probs[1],
-        region=(region.slice_index, region.y0, region.x0, region.y1, region.x1),
+        region=(region.slice_index, *box),
         best=False,
     )
 
 
+def probability_loss(probs: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:
+    """`weighted_cross_entropy` of softmax probabilities (K, Y, X): their log is a logit
+    vector whose softmax gives them back."""
+    logits = torch.from_numpy(np.log(np.maximum(probs, PROBABILITY_FLOOR)))[None]
+    target_t = torch.from_numpy(target.astype(np.int64))[None]
+    return float(weighted_cross_entropy(logits, target_t, torch.from_numpy(weights)[None]))
+
+
 def _optimizer(net: UNet, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
+    if cfg.optimizer == SGD:
         return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=PAPER_MOMENTUM)
     return torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -358,6 +332,179 @@ def _optimise(
     return loss
 
 
+class _Run:
+    """One training run: setup, `step`, `validate` (keeping the best), `finish`.
+
+    Holds what the loop shares: the net on its device, optimiser, tile sampler, clock,
+    loss and validation histories, and the `TrainResult` kept up to date for the caller.
+    """
+
+    def __init__(
+        self,
+        data: TrainingData,
+        config: TrainConfig,
+        net: UNet | str | Path | None,
+        result: TrainResult,
+    ) -> None:
+        self.data, self.result = data, result
+        self.device = resolve_device(config.device)
+        if config.preset is None:
+            config = replace(config, preset=default_preset(self.device))
+        net, self.parent = _initial_net(net, data, config)
+        self.cfg = cfg = config.resolved(_preset_of(net))
+        if self.device.type == "cpu":
+            use_all_cpu_cores()
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if cfg.seed is not None:
+            torch.manual_seed(cfg.seed)
+        self.tiles = _Tiles(data, net, cfg.tile_size, cfg.batch_size, cfg.seed)
+        self.net = net.to(self.device, memory_format=memory_format(self.device)).train()
+        compiled = cfg.compile and self.device.type == "cuda"
+        self.model = torch.compile(self.net) if compiled else self.net
+        self.optimizer = _optimizer(self.net, cfg)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.seed if cfg.seed is not None else int(time.time()))
+        result.config = dict(self.net.config)
+        self.history: list[list[float]] = []  # [step, loss] every step
+        self.validations: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        self.budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
+        self.tile_rate = 0.0
+
+    def out_of_time(self) -> bool:
+        """True (and the run marked as stopped early) once the time budget is spent."""
+        elapsed = time.perf_counter() - self.started
+        if self.budget_s is not None and elapsed > self.budget_s:
+            self.result.stopped_early = True
+        return self.result.stopped_early
+
+    def step(self, step: int) -> Step:
+        """One optimiser step at the scheduled learning rate (smaller tiles on GPU OOM)."""
+        cfg, elapsed = self.cfg, time.perf_counter() - self.started
+        progress = max((step - 1) / cfg.steps, elapsed / self.budget_s if self.budget_s else 0.0)
+        lr = cfg.lr * lr_factor(progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        loss = float(self._optimise_shrinking_on_oom().detach())
+        if not math.isfinite(loss):
+            raise InputError(
+                f"Training diverged at step {step} (loss {loss}); lower the learning rate"
+            )
+        rate = self.tiles.batch_size / max(time.perf_counter() - t0, 1e-9)
+        self.tile_rate = rate if step == 1 else 0.9 * self.tile_rate + 0.1 * rate
+        self.result.steps_done = step
+        self.history.append([step, round(loss, 5)])
+        return Step(step, cfg.steps, loss, lr, self.tile_rate)
+
+    def _optimise_shrinking_on_oom(self) -> torch.Tensor:
+        for _attempt in range(MAX_OUT_OF_MEMORY_RETRIES + 1):
+            try:
+                return _optimise(
+                    self.model,
+                    self.optimizer,
+                    self.tiles,
+                    self.cfg.augment,
+                    self.generator,
+                    self.device,
+                )
+            except _OUT_OF_MEMORY:
+                if self.device.type != "cuda" or not self.tiles.shrink():
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+        raise InputError("Out of GPU memory even with the smallest tiles; use --device cpu")
+
+    def validation_due(self, step: int) -> bool:
+        """After the first and the last step and every ``validate_every`` steps."""
+        cfg = self.cfg
+        due = step in (1, cfg.steps) or step % cfg.validate_every == 0
+        return self.data.validation is not None and due
+
+    def last_validation_due(self) -> bool:
+        """After an early stop, the annealed last weights may be the best: validate them."""
+        done = self.result.steps_done
+        validated = bool(self.validations) and self.validations[-1]["step"] == done
+        held_out = self.data.validation is not None
+        return self.result.stopped_early and held_out and done > 0 and not validated
+
+    def validate(self, step: int) -> Validation:
+        """Score the hold-out; keep the weights when they are the best so far."""
+        event = validate(self.net, self.data, self.device, self.cfg.batch_size, step)
+        result = self.result
+        # ties (e.g. a region without cells, IoU 1) go to the lower validation loss
+        is_best = result.best_iou is None or (event.iou, -event.loss) > (
+            result.best_iou,
+            -result.best_loss,
+        )
+        if is_best:
+            self.keep(step, event)
+        self.validations.append(
+            {
+                "step": step,
+                "loss": event.loss,
+                "iou": event.iou,
+                "ap50": event.ap50,
+                "region": list(event.region or ()),
+            }
+        )
+        self.update_metadata()
+        return replace(event, best=is_best)
+
+    def keep(self, step: int, validation: Validation | None) -> None:
+        """Copy the current weights to the CPU as the best model."""
+        result = self.result
+        result.best_state = {
+            k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()
+        }
+        result.best_step = step
+        result.best_iou = validation.iou if validation else None
+        result.best_loss = validation.loss if validation else math.inf
+
+    def update_metadata(self) -> None:
+        result, cfg, data, tiles = self.result, self.cfg, self.data, self.tiles
+        best = next((v for v in self.validations if v["step"] == result.best_step), {})
+        result.metadata = {
+            "normalisation": dict(data.normalisation),
+            "classes": checkpoint.CLASSES.get(self.net.n_classes),
+            "training": {
+                **self.parent,
+                "preset": _preset_of(self.net),
+                "steps": cfg.steps,
+                "steps_done": result.steps_done,
+                "best_step": result.best_step,
+                "stopped_early": result.stopped_early,
+                "optimizer": cfg.optimizer,
+                "lr": cfg.lr,
+                "weight_decay": cfg.weight_decay,
+                "batch_size": tiles.batch_size,
+                "tile_size": [tiles.sampler.in_size, tiles.sampler.out_size],
+                "augment": asdict(cfg.augment) if cfg.augment else None,
+                "seed": cfg.seed,
+                "device": str(self.device),
+                "annotated_slices": list(data.slice_indices),
+                "elapsed_s": round(time.perf_counter() - self.started, 2),
+                "history": self.history,
+            },
+            "validation": {
+                **best,
+                "region": list(self.validations[0]["region"]) if self.validations else None,
+                "history": self.validations,
+            },
+        }
+
+    def finish(self) -> TrainResult:
+        """Load the best weights (the last ones without a hold-out) into the net."""
+        result = self.result
+        if result.best_state is None or self.data.validation is None:
+            self.keep(result.steps_done, None)
+        self.update_metadata()
+        self.net.load_state_dict(result.best_state)
+        result.net = self.net.eval()
+        return result
+
+
 def train(
     data: TrainingData,
     config: TrainConfig | None = None,
@@ -370,147 +517,63 @@ def train(
     steps. Returns (and keeps updating) ``result``; at the end or on ``close()`` its
     ``net`` holds the best weights by validation IoU (the last ones without hold-out).
     """
-    result = result if result is not None else TrainResult()
-    config = config or TrainConfig()
-    device = resolve_device(config.device)
-    if config.preset is None:
-        config = replace(config, preset=default_preset(device))
-    net, parent = _initial_net(net, data, config)
-    cfg = config.resolved(_preset_of(net))
-    if device.type == "cpu":
-        use_all_cpu_cores()
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if cfg.seed is not None:
-        torch.manual_seed(cfg.seed)
-    tiles = _Tiles(data, net, cfg.tile_size, cfg.batch_size, cfg.seed)
-    net = net.to(device, memory_format=memory_format(device)).train()
-    model = torch.compile(net) if cfg.compile and device.type == "cuda" else net
-    optimizer = _optimizer(net, cfg)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(cfg.seed if cfg.seed is not None else int(time.time()))
-    result.config = dict(net.config)
-    history: list[list[float]] = []
-    validations: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
-    tile_rate = 0.0
-
-    def snapshot(step: int, validation: Validation | None) -> None:
-        result.best_state = {
-            k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()
-        }
-        result.best_step = step
-        result.best_iou = validation.iou if validation else None
-        result.best_loss = validation.loss if validation else math.inf
-
-    def update_metadata() -> None:
-        best = next((v for v in validations if v["step"] == result.best_step), {})
-        result.metadata = {
-            "normalisation": dict(data.normalisation),
-            "classes": checkpoint.CLASSES.get(net.n_classes),
-            "training": {
-                **parent,
-                "preset": _preset_of(net),
-                "steps": cfg.steps,
-                "steps_done": result.steps_done,
-                "best_step": result.best_step,
-                "stopped_early": result.stopped_early,
-                "optimizer": cfg.optimizer,
-                "lr": cfg.lr,
-                "weight_decay": cfg.weight_decay,
-                "batch_size": tiles.batch_size,
-                "tile_size": [tiles.sampler.in_size, tiles.sampler.out_size],
-                "augment": asdict(cfg.augment) if cfg.augment else None,
-                "seed": cfg.seed,
-                "device": str(device),
-                "annotated_slices": list(data.slice_indices),
-                "elapsed_s": round(time.perf_counter() - started, 2),
-                "history": history,  # [step, loss] every step
-            },
-            "validation": {
-                **best,
-                "region": list(validations[0]["region"]) if validations else None,
-                "history": validations,
-            },
-        }
-
-    def validate(step: int) -> Validation:
-        event = _validate(net, data, device, cfg.batch_size, step)
-        # ties (e.g. a region without cells, IoU 1) go to the lower validation loss
-        is_best = result.best_iou is None or (event.iou, -event.loss) > (
-            result.best_iou,
-            -result.best_loss,
-        )
-        if is_best:
-            snapshot(step, event)
-        validations.append(
-            {
-                "step": step,
-                "loss": event.loss,
-                "iou": event.iou,
-                "ap50": event.ap50,
-                "region": list(event.region or ()),
-            }
-        )
-        update_metadata()
-        return replace(event, best=is_best)
-
-    def finish() -> TrainResult:
-        if result.best_state is None or data.validation is None:
-            snapshot(result.steps_done, None)
-        update_metadata()
-        net.load_state_dict(result.best_state)
-        result.net = net.eval()
-        return result
-
+    run = _Run(data, config or TrainConfig(), net, result if result is not None else TrainResult())
     try:
-        for step in range(1, cfg.steps + 1):
-            elapsed = time.perf_counter() - started
-            if budget_s is not None and elapsed > budget_s:
-                result.stopped_early = True
+        for step in range(1, run.cfg.steps + 1):
+            if run.out_of_time():
                 break
-            progress = max((step - 1) / cfg.steps, elapsed / budget_s if budget_s else 0.0)
-            lr = cfg.lr * lr_factor(progress)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            t0 = time.perf_counter()
-            for _attempt in range(MAX_OUT_OF_MEMORY_RETRIES + 1):
-                try:
-                    loss = _optimise(model, optimizer, tiles, cfg.augment, generator, device)
-                    break
-                except _OUT_OF_MEMORY:
-                    if device.type != "cuda" or not tiles.shrink():
-                        raise
-                    optimizer.zero_grad(set_to_none=True)
-                    torch.cuda.empty_cache()
-            else:
-                raise InputError(
-                    "Out of GPU memory even with the smallest tiles; use --device cpu"
-                )
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                raise InputError(
-                    f"Training diverged at step {step} (loss {loss_value}); lower the learning rate"
-                )
-            rate = tiles.batch_size / max(time.perf_counter() - t0, 1e-9)
-            tile_rate = rate if step == 1 else 0.9 * tile_rate + 0.1 * rate
-            result.steps_done = step
-            history.append([step, round(loss_value, 5)])
-            yield Step(step, cfg.steps, loss_value, lr, tile_rate)
-            if data.validation is not None and (
-                step in (1, cfg.steps) or step % cfg.validate_every == 0
-            ):
-                yield validate(step)  # step 1 too: the baseline of the dock's plot
-        validated = bool(validations) and validations[-1]["step"] == result.steps_done
-        if (
-            result.stopped_early
-            and data.validation is not None
-            and result.steps_done
-            and not validated
-        ):
-            yield validate(result.steps_done)  # the annealed last weights may be the best
+            yield run.step(step)
+            if run.validation_due(step):
+                yield run.validate(step)  # step 1 too: the baseline of the dock's plot
+        if run.last_validation_due():
+            yield run.validate(run.result.steps_done)
     except GeneratorExit:
-        result.stopped_early = True
-        return finish()
-    return finish()
+        run.result.stopped_early = True
+    return run.finish()
+
+
+def training_job(
+    image: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    start_from: UNet | str | Path | None = None,
+    regions: list[Box] | None = None,
+    stop: threading.Event | None = None,
+    result: TrainResult | None = None,
+    extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    n_classes: int | None = None,
+) -> Generator[Step | Validation, None, Trained | None]:
+    """The one training entry point of the docks and the CLI: targets and weight maps of
+    ``labels`` (inside ``regions`` when given), then `train`; returns the best model.
+
+    ``extra_pairs``: more (image, labels) pairs of any sizes trained on together (see
+    `TrainingData.from_pairs`). ``n_classes``: None for the fine-tuned model's, or
+    `checkpoint.DEFAULT_CLASSES` for a new one. Images are resized when the cells are
+    large (`core.size`; the factor goes into the model's metadata).
+
+    ``config``: a `TrainConfig` or its keyword arguments. ``start_from``: None (a new model
+    of ``config.preset``), a model file, or a UNet (copied: the caller's is not changed).
+    ``stop`` set: ends after the current step, keeping the best model. ``result`` (if
+    given) is kept up to date, so a caller interrupted mid-step still has the best model.
+    Returns None when stopped before the first step.
+    """
+    stop = stop or threading.Event()
+    config = config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
+    config.check()
+    data = TrainingData.from_pairs(
+        [(image, labels, regions), *extra_pairs],
+        n_classes=n_classes or checkpoint.classes_to_train(start_from),
+        scale=None,
+    )
+    if stop.is_set():
+        return None
+    if isinstance(start_from, torch.nn.Module):
+        start_from = copy.deepcopy(start_from)
+    result = result if result is not None else TrainResult()
+    job = train(data, config, net=start_from, result=result)
+    for event in job:
+        yield event
+        if stop.is_set():
+            job.close()  # the core keeps the best model so far
+            break
+    return result.trained(stopped=stop.is_set())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -147,20 +148,15 @@ def class_weights(
     return out
 
 
-def weight_map(
-    labels: np.ndarray,
-    w0: float = W0,
-    sigma: float = SIGMA_PX,
-    balance: bool = True,
-    ignore: np.ndarray | None = None,
-) -> np.ndarray:
-    """The paper's loss weight map for instance ``labels`` (2D or a stack), float32.
+def weight_map(labels: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+    """The paper's loss weight map for instance ``labels`` (2D or a stack), float32: the
+    ``weights`` of `weight_maps_iter` (same arguments) run to the end.
 
     ``w_c + border term``, both on the separated target (``separate_touching``), so the
     gaps between touching cells get the highest weights. ``balance=False`` uses w_c = 1.
     Pixels where ``ignore`` is True get weight 0 (unannotated areas).
     """
-    return run_to_end(weight_maps_iter(labels, w0, sigma, balance, ignore)).weights
+    return run_to_end(weight_maps_iter(labels, *args, **kwargs)).weights
 
 
 def weight_maps_iter(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -66,6 +67,19 @@ def start_job(
         worker.finished.connect(on_finish)
     worker.start()
     return worker
+
+
+def core_job(path: str) -> Callable[..., Generator]:
+    """The core generator function ``"module:name"``, imported when the job starts in its
+    worker thread (so torch never loads on the GUI thread)."""
+    module, _, name = path.partition(":")
+
+    def job(*args: Any, **kwargs: Any) -> Generator:
+        function = getattr(importlib.import_module(module), name)
+        return (yield from function(*args, **kwargs))
+
+    job.__name__ = name
+    return job
 
 
 def notify(message: str) -> None:

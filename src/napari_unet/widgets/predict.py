@@ -8,7 +8,6 @@ foreground" as each slice finishes. The user's layers are never written.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,10 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError
+from napari_unet.core.presets import AUTO
 from napari_unet.widgets import _session
 from napari_unet.widgets._common import (
+    core_job,
     fill_combo,
     layer_choices,
     report_error,
@@ -59,22 +60,7 @@ def _starter_path() -> Path | None:
     return path if path.is_file() else None
 
 
-def prediction_job(
-    source: str, path: str, image: Any, config: Any, **kwargs: Any
-) -> Generator[Any, None, Any]:
-    """Worker-thread job: load the chosen model, then `core.predict.predict_stack`."""
-    from napari_unet.core import checkpoint, predict
-
-    if source == SESSION:
-        current = _session.current_model()
-        if current is None:
-            raise InputError("No model has been trained in this session yet: train one first.")
-        net, metadata = current
-    else:
-        if not path:
-            raise InputError("Choose a model file (.safetensors) first.")
-        net, metadata = checkpoint.load(path)
-    return (yield from predict.predict_stack(net, metadata, image, config, **kwargs))
+PREDICTION_JOB = core_job("napari_unet.core.predict:prediction_job")
 
 
 class PredictDock(QWidget):
@@ -93,7 +79,7 @@ class PredictDock(QWidget):
         self.tile_size = QSpinBox()
         self.tile_size.setRange(0, 4096)
         self.tile_size.setSingleStep(64)
-        self.tile_size.setSpecialValueText("auto")
+        self.tile_size.setSpecialValueText(AUTO)
         self.tile_size.setToolTip("Input tile edge in pixels; auto = from free memory")
         self.tta = QCheckBox("Average flips/rotations (TTA, 8x slower)")
         self.threshold = QDoubleSpinBox()
@@ -233,10 +219,10 @@ class PredictDock(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"Predicting {layer.name!r}…")
+        model = _session.current_model() if source == SESSION else path
         self.worker = start_job(
-            prediction_job,
-            source,
-            path,
+            PREDICTION_JOB,
+            model,
             image,
             self.config(),
             slices=slices,

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +32,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unet.core.annotations import Box, boxes_from_rectangles
+from napari_unet.core.annotations import boxes_from_rectangles
 from napari_unet.core.io import InputError, check_same_shape
+from napari_unet.core.presets import (
+    AUTO,
+    DEVICES,
+    LIGHT,
+    MODEL_PRESETS,
+    PRESET_HELP,
+    PRESET_TITLES,
+    default_preset,
+)
 from napari_unet.widgets import _session
 from napari_unet.widgets._common import (
+    core_job,
     fill_combo,
     layer_choices,
     layer_named,
@@ -46,82 +54,24 @@ from napari_unet.widgets._common import (
     start_job,
 )
 
+STARTER, FILE = "starter", "file"
+
+
+def new_model_choice(preset: str) -> str:
+    """The model choice that trains a new model of ``preset`` ("new light model")."""
+    return f"new {PRESET_TITLES[preset]} model"
+
+
 MODELS = {  # model choice shown -> what training starts from
-    "new light model": "light",
-    "new paper-size model": "paper",
-    "starter model": "starter",
-    "model file": "file",
+    **{new_model_choice(preset): preset for preset in MODEL_PRESETS},
+    "starter model": STARTER,
+    "model file": FILE,
 }
-DEVICES = ("auto", "cpu", "cuda", "mps")
 NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
-AUTO = "auto"
 PAIR_SEPARATOR = " ← "  # "image ← labels" in the list of more pairs
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Training ended (or was stopped): a CPU copy of the best net and its metadata."""
-
-    net: Any  # UNet in eval mode
-    metadata: dict
-    steps_done: int
-    best_step: int
-    best_iou: float | None
-    stopped: bool
-
-
-def training_job(
-    image: np.ndarray,
-    labels: np.ndarray,
-    boxes: list[Box] | None,
-    settings: dict[str, Any],
-    start_from: Any,
-    stop: threading.Event,
-    extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-) -> Generator[Any, None, Finished | None]:
-    """Build the training data, then train; ``stop`` ends it after the current step.
-
-    ``extra_pairs``: more (image, labels) pairs trained on together with the first
-    (any sizes; see `TrainingData.from_pairs`).
-
-    ``start_from``: None (new model of ``settings["preset"]``), a model file, or a UNet
-    (copied, so a model published to the session is never changed in place).
-    """
-    import copy
-
-    from napari_unet.core.data import TrainingData
-    from napari_unet.core.train import TrainConfig, TrainResult, train
-
-    config = TrainConfig(**settings)
-    config.check()
-    from napari_unet.core.checkpoint import classes_to_train
-
-    pairs = [(image, labels, boxes), *extra_pairs]
-    # scale None: chosen from the cell size (core/size.py)
-    data = TrainingData.from_pairs(pairs, n_classes=classes_to_train(start_from), scale=None)
-    if stop.is_set():
-        return None
-    if start_from is not None and not isinstance(start_from, str | Path):
-        start_from = copy.deepcopy(start_from)
-    result = TrainResult()
-    job = train(data, config, net=start_from, result=result)
-    for event in job:
-        yield event
-        if stop.is_set():
-            job.close()  # the core keeps the best model so far
-            break
-    if result.best_state is None:
-        return None
-    return Finished(
-        net=result.best_net(),
-        metadata={"architecture": dict(result.config), **result.metadata},
-        steps_done=result.steps_done,
-        best_step=result.best_step,
-        best_iou=result.best_iou,
-        stopped=stop.is_set() or result.stopped_early,
-    )
+TRAINING_JOB = core_job("napari_unet.core.train:training_job")
 
 
 def _cuda_available() -> bool:
@@ -160,8 +110,9 @@ class TrainDock(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
-            "light: fast on a CPU; paper-size: the 2015 U-Net, for a GPU; starter: light, "
-            "pre-trained on synthetic cells; model file: continue from a saved model"
+            "; ".join(f"{PRESET_TITLES[p]}: {PRESET_HELP[p]}" for p in MODEL_PRESETS)
+            + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on synthetic cells; "
+            "model file: continue from a saved model"
         )
         self.model_file = QLineEdit()
         self.model_file.setPlaceholderText("model.safetensors")
@@ -232,7 +183,7 @@ class TrainDock(QWidget):
         self._train_scale = 1.0  # images are resized by this for the network (core/size.py)
         self._first_slices = 1  # slices of the first pair (the preview can only go there)
         self._pbar = None
-        self._finished: Finished | None = None  # the latest trained model
+        self._finished = None  # the latest trained model (`core.train.Trained`)
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
         self._best_iou: float | None = None
         self._best_step = 0
@@ -297,9 +248,9 @@ class TrainDock(QWidget):
         self._probe = worker
 
     def _on_gpu_probe(self, has_cuda: bool) -> None:
-        untouched = self.model_combo.currentText() == "new light model"
+        untouched = self.model_combo.currentText() == new_model_choice(default_preset("cpu"))
         if has_cuda and untouched and self._worker is None:
-            self.model_combo.setCurrentText("new paper-size model")
+            self.model_combo.setCurrentText(new_model_choice(default_preset("cuda")))
 
     def _refresh_choices(self, event=None) -> None:
         images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
@@ -338,7 +289,7 @@ class TrainDock(QWidget):
         return pairs
 
     def _on_model_choice(self, text: str) -> None:
-        from_file = MODELS.get(text) == "file"
+        from_file = MODELS.get(text) == FILE
         self.model_file.setEnabled(from_file)
         self.browse_button.setEnabled(from_file)
 
@@ -349,7 +300,7 @@ class TrainDock(QWidget):
         if path:
             self.model_file.setText(path)
 
-    def _settings(self, preset: str) -> dict[str, Any]:
+    def _settings(self, preset: str | None) -> dict[str, Any]:
         """`TrainConfig` keyword arguments from the controls (0 = auto = None)."""
         return {
             "steps": self.steps.value() or None,
@@ -361,27 +312,27 @@ class TrainDock(QWidget):
             "device": self.device.currentText(),
         }
 
-    def _start_from(self) -> tuple[str, Any]:
+    def _start_from(self) -> tuple[str | None, Any]:
         """(preset for a new model, what to start from: None or a model file).
 
-        A model file brings its own architecture: the preset is then unused.
+        A model file brings its own architecture: no preset then.
         """
         choice = MODELS[self.model_combo.currentText()]
-        if choice in ("light", "paper"):
+        if choice in MODEL_PRESETS:
             return choice, None
-        if choice == "starter":
+        if choice == STARTER:
             from napari_unet.models import starter_model_path
 
             path = starter_model_path()
             if not path.is_file():
                 raise InputError(f"The starter model is missing from this install ({path})")
-            return "light", str(path)
+            return None, str(path)
         text = self.model_file.text().strip()
         if not text:
             raise InputError("Model file: choose a .safetensors model to start from")
         if not Path(text).is_file():
             raise InputError(f"Model file {text!r} does not exist")
-        return "light", text
+        return None, text
 
     # --- running ----------------------------------------------------------------------
 
@@ -406,9 +357,9 @@ class TrainDock(QWidget):
         self.status.setText("Preparing the training data (targets and weight maps)…")
         *job_args, extra_pairs = job_args
         self._worker = start_job(
-            training_job,
+            TRAINING_JOB,
             *job_args,
-            self._stop,
+            stop=self._stop,
             extra_pairs=extra_pairs,
             on_yield=self._on_event,
             on_return=self._on_return,
@@ -463,7 +414,7 @@ class TrainDock(QWidget):
         if resume:
             if self._finished is None:
                 raise InputError("Resume: train a model first (Start)")
-            preset, start_from = "light", self._finished.net
+            preset, start_from = None, self._finished.net
             plotted = self._history["loss"]
             self._offset = int(plotted[-1][0]) if plotted else 0  # the plot goes on
         else:
@@ -472,7 +423,7 @@ class TrainDock(QWidget):
         self._image_layer = image_layer
         self._first_slices = 1 if image_layer.ndim == 2 else image_layer.data.shape[0]
         image = np.asarray(image_layer.data)
-        return image, labels, boxes, self._settings(preset), start_from, extra
+        return image, labels, self._settings(preset), start_from, boxes, extra
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
@@ -554,7 +505,7 @@ class TrainDock(QWidget):
         loss_axes.autoscale_view()
         self.canvas.draw_idle()
 
-    def _on_return(self, finished: Finished | None) -> None:
+    def _on_return(self, finished) -> None:
         if finished is None:
             self.status.setText("Stopped before training began.")
             return
