@@ -117,13 +117,13 @@ def test_cli_trains_on_several_pairs_and_on_a_folder(tmp_path):
         ]
     out = tmp_path / "m.safetensors"
     common = ["-o", str(out), "--steps", "2", "--tile-size", "60", "--device", "cpu"]
-    assert main(["train", *map(str, files), *common, "--classes", "3"]) == 0
+    assert main(["train", *map(str, files), *common, "--classes", "2"]) == 0
     net, meta = checkpoint.load(out)
-    assert net.n_classes == 3
+    assert net.n_classes == 2
     assert meta["training"]["annotated_slices"] == [0, 1]
     assert meta["normalisation"]["per_image"] is True
     assert main(["train", str(tmp_path), *common]) == 0  # NAME.tif + NAME_labels.tif
-    assert checkpoint.load(out)[0].n_classes == 2
+    assert checkpoint.load(out)[0].n_classes == 3  # the default for a new model
 
 
 def test_cli_odd_number_of_files_exits_2(tmp_path, capsys):
