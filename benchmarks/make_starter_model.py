@@ -51,13 +51,17 @@ def crops(root: str, seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]]
     return pairs, ids
 
 
-def score(root: str, model: Path, classes: tuple[str, ...] = ("fluorescence_gray",)) -> dict:
-    """Pooled AP over held-out images of ``classes`` (no fine-tuning)."""
+def score(
+    root: str, model: Path, limit: int = 0, classes: tuple[str, ...] = ("fluorescence_gray",)
+) -> dict:
+    """Mean AP over held-out images of ``classes`` (the first ``limit``; 0: all)."""
     net, meta = checkpoint.load(model)
     per_image = []
     for entry in dsb_index(root):
         if not entry.held_out or entry.cls not in classes:
             continue
+        if limit and len(per_image) >= limit:
+            break
         image, truth = load_dsb(root, entry.id)
         job = prediction_job((net, meta), image, PredictConfig(device="cpu"))
         predicted = run_to_end(job).labels
@@ -74,17 +78,22 @@ def score(root: str, model: Path, classes: tuple[str, ...] = ("fluorescence_gray
     }
 
 
-def make(root: str, output: Path, max_minutes: float, steps: int) -> None:
+def make(root: str, output: Path, max_minutes: float, steps: int, start: str | None) -> None:
     pairs, ids = crops(root)
     data = TrainingData.from_pairs(pairs, n_classes=N_CLASSES)
     print(
         f"{len(pairs)} training crops; validation slice {data.validation.slice_index}", flush=True
     )
     config = TrainConfig(
-        steps=steps, preset="light", max_minutes=max_minutes, batch_size=2, seed=0
+        steps=steps,
+        preset="light",
+        max_minutes=max_minutes,
+        batch_size=2,
+        seed=0,
+        select_by="ap50",
     )
     result, started = TrainResult(), time.perf_counter()
-    for event in train(data, config, result=result):
+    for event in train(data, config, net=start, result=result):
         if isinstance(event, Validation):
             print(
                 f"step {event.step:6d} val loss {event.loss:.4f} IoU {event.iou:.4f} "
@@ -98,6 +107,7 @@ def make(root: str, output: Path, max_minutes: float, steps: int) -> None:
         "training_ids": ids,
         "crop_px": CROP_PX,
         "held_out": f"every {5}th image sorted by id (never trained on)",
+        "continued_from": start and Path(start).name,
     }
     history = result.metadata["training"]["history"]
     result.metadata["training"]["history"] = history[::100]  # keep the file header small
@@ -112,10 +122,12 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=40.0)
     parser.add_argument("--steps", type=int, default=40000)
     parser.add_argument("--score-only", action="store_true")
+    parser.add_argument("--from", dest="start", help="continue training this model file")
+    parser.add_argument("--score-images", type=int, default=0, help="score on this many (0: all)")
     args = parser.parse_args()
     if not args.score_only:
-        make(args.root, args.output, args.max_minutes, args.steps)
-    scores = score(args.root, args.output)
+        make(args.root, args.output, args.max_minutes, args.steps, args.start)
+    scores = score(args.root, args.output, args.score_images)
     print(json.dumps(scores), flush=True)
     net, meta = checkpoint.load(args.output)
     meta.setdefault("starter", {})["scores_held_out"] = scores

@@ -92,6 +92,9 @@ class TrainConfig:
     seed: int | None = 0
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: off
     compile: bool = False  # torch.compile on CUDA (slow first steps, faster after)
+    # the kept model: best validation "iou" (foreground), or "ap50" (instances; IoU of
+    # the 3-class interior rewards thin cores, not separated cells)
+    select_by: str = "iou"
 
     def resolved(self, preset: str) -> TrainConfig:
         """A copy with every ``None`` default filled in from the preset's defaults."""
@@ -116,6 +119,8 @@ class TrainConfig:
             raise InputError(f"learning rate must be a positive number; got {self.lr}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"max_minutes must be positive; got {self.max_minutes}")
+        if self.select_by not in ("iou", "ap50"):
+            raise InputError(f"select_by must be 'iou' or 'ap50'; got {self.select_by!r}")
 
 
 @dataclass
@@ -434,9 +439,12 @@ class _Run:
         event = validate(self.net, self.data, self.device, self.cfg.batch_size, step)
         result = self.result
         # ties (e.g. a region without cells, IoU 1) go to the lower validation loss
-        is_best = result.best_iou is None or (event.iou, -event.loss) > (
-            result.best_iou,
-            -result.best_loss,
+        best = next((v for v in self.validations if v["step"] == result.best_step), None)
+        is_best = (
+            result.best_iou is None
+            or best is None
+            or self.selection_key(event.ap50, event.iou, event.loss)
+            > self.selection_key(best["ap50"], result.best_iou, result.best_loss)
         )
         if is_best:
             self.keep(step, event)
@@ -451,6 +459,11 @@ class _Run:
         )
         self.update_metadata()
         return replace(event, best=is_best)
+
+    def selection_key(self, ap50: float | None, iou: float, loss: float) -> tuple:
+        """What "best" means: validation IoU, or AP@0.5 first with ``select_by="ap50"``."""
+        lead = (ap50 or 0.0,) if self.cfg.select_by == "ap50" else ()
+        return (*lead, iou, -loss)
 
     def keep(self, step: int, validation: Validation | None) -> None:
         """Copy the current weights to the CPU as the best model."""
