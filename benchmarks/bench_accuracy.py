@@ -243,6 +243,21 @@ def run_real(
     return results
 
 
+def report(results: dict[str, dict], columns: tuple[str, ...]) -> None:
+    """One row per case: seconds as integers, shares as percentages, scores to 3 places."""
+    print(f"\n{'case':<14}" + "".join(f" {c:>15}" for c in columns))
+    for case, r in results.items():
+        cells = [
+            f"{r[c]:>15.0f}"
+            if c.endswith("_s")
+            else f"{r[c]:>15.1%}"
+            if c.startswith("pairs")
+            else f"{r[c]:>15.3f}"
+            for c in columns
+        ]
+        print(f"{case:<14} " + " ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -269,14 +284,7 @@ def main() -> None:
             + (["--steps", str(args.steps)] if args.steps else []),
             args.predict_args.split(),
         )
-        print(
-            f"\n{'case':<14} {'train s':>8} {'AP@.5':>6} {'AP@.75':>6} {'mAP':>6} {'fgIoU':>6} {'SEG':>6} {'pairs':>6}"
-        )
-        for case, r in results.items():
-            print(
-                f"{case:<14} {r['train_s']:>8.0f} {r['ap50']:>6.3f} {r['ap75']:>6.3f} {r['map']:>6.3f} "
-                f"{r['fg_iou']:>6.3f} {r['seg']:>6.3f} {r['pairs_separated']:>6.1%}"
-            )
+        report(results, ("train_s", "ap50", "ap75", "map", "fg_iou", "seg", "pairs_separated"))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
         return
@@ -290,14 +298,7 @@ def main() -> None:
         for case in args.cases:
             results[case] = run_case(case, Path(tmp), extra)
             print(case, json.dumps(results[case]), flush=True)
-    print(
-        f"\n{'case':<13} {'train s':>8} {'predict s':>9} {'AP@.5':>6} {'AP@.75':>6} {'AP@.9':>6} {'pairs':>6}"
-    )
-    for case, r in results.items():
-        print(
-            f"{case:<13} {r['train_s']:>8.0f} {r['predict_s']:>9.1f} {r['ap50']:>6.3f} "
-            f"{r['ap75']:>6.3f} {r['ap90']:>6.3f} {r['pairs_separated']:>6.1%}"
-        )
+    report(results, ("train_s", "predict_s", "ap50", "ap75", "ap90", "pairs_separated"))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
