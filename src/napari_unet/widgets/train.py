@@ -111,7 +111,7 @@ class TrainDock(QWidget):
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
             "; ".join(f"{PRESET_TITLES[p]}: {PRESET_HELP[p]}" for p in MODEL_PRESETS)
-            + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on synthetic cells; "
+            + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on DSB2018 nuclei; "
             "model file: continue from a saved model"
         )
         self.model_file = QLineEdit()
