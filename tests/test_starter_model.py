@@ -43,7 +43,7 @@ def test_starter_model_is_a_small_light_nuclei_model_with_its_record():
     assert net.n_classes == 3
     record = metadata["starter"]
     assert len(record["training_ids"]) > 300 and CROP_ID not in record["training_ids"]
-    assert record["scores_held_out"]["images"] > 50
+    assert record["scores_held_out"]["images"] >= 30
     assert 0.0 < record["scores_held_out"]["ap50"] <= 1.0
 
 
