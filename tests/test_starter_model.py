@@ -65,6 +65,7 @@ def _best_iou(data: TrainingData, start_from) -> float:
     return result.best_iou
 
 
+@pytest.mark.slow
 def test_fine_tuning_the_starter_beats_training_from_scratch_for_the_same_steps(nuclei_crop):
     data = TrainingData.from_arrays(*nuclei_crop, n_classes=3)
     from_starter = _best_iou(data, starter_model_path())

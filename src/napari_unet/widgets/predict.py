@@ -19,26 +19,18 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError
 from napari_unet.core.presets import AUTO
 from napari_unet.widgets import _session
-from napari_unet.widgets._common import (
-    core_job,
-    fill_combo,
-    layer_choices,
-    report_error,
-    set_layer,
-    start_job,
-)
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import core_job, report_error
+from napari_unet.widgets._layers import RESULT, grid_problem, owned_layer, plane_index, set_layer
 
 SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
 CURRENT, ALL = "Current slice", "All slices"
@@ -63,13 +55,12 @@ def _starter_path() -> Path | None:
 PREDICTION_JOB = core_job("napari_unet.core.predict:prediction_job")
 
 
-class PredictDock(QWidget):
+class PredictDock(Dock):
     """Image, model, slices, tile size, TTA, threshold, min size; Run / Cancel."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
         self.model_combo = QComboBox()
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("path/to/model.safetensors")
@@ -99,14 +90,12 @@ class PredictDock(QWidget):
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         path_row = QHBoxLayout()
         path_row.addWidget(self.model_path)
         path_row.addWidget(self.browse_button)
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
+        form.addRow("Image", self.image_picker.native)
         form.addRow("Model", self.model_combo)
         form.addRow("", path_row)
         form.addRow("Predict", self.scope_combo)
@@ -116,38 +105,30 @@ class PredictDock(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.tta)
-        layout.addWidget(self.split_merged)
-        layout.addWidget(self.show_foreground)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch()
+        self.body.addLayout(form)
+        self.body.addWidget(self.tta)
+        self.body.addWidget(self.split_merged)
+        self.body.addWidget(self.show_foreground)
+        self.body.addLayout(buttons)
+        self.end_body()
 
-        self.worker = None
         self._progress = None
-        self._target: tuple[Any, Any, Any] | None = None  # (image layer, labels, foreground)
+        self._target: tuple | None = None  # (image layer, its name, labels, foreground)
         self._cells = 0
         self._done = False
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._model_source_changed)
-        self.viewer.layers.events.inserted.connect(self._refresh_images)
-        self.viewer.layers.events.removed.connect(self._refresh_images)
         self._disconnect_session = _session.on_model_changed(self._refresh_models)
         self.destroyed.connect(lambda *_: self._disconnect_session())
-        self._refresh_images()
         self._refresh_models()
 
-    # --- choices ---------------------------------------------------------------------
+    def release(self) -> None:
+        super().release()
+        self._disconnect_session()  # a closed dock no longer follows the session's model
 
-    def _refresh_images(self, event=None) -> None:
-        names = [
-            n for n in layer_choices(self.viewer, "image") if not n.endswith(FOREGROUND_SUFFIX)
-        ]
-        fill_combo(self.image_combo, names)
+    # --- choices ---------------------------------------------------------------------
 
     def _refresh_models(self) -> None:
         current = self.model_combo.currentText()
@@ -171,14 +152,13 @@ class PredictDock(QWidget):
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open a U-Net model", "", "napari-unet models (*.safetensors)"
+            self,
+            "Open a U-Net model",
+            "",
+            "napari-unet models or bioimage.io packages (*.safetensors *.zip)",
         )
         if path:
             self.model_path.setText(path)
-
-    def _image_layer(self):
-        name = self.image_combo.currentText()
-        return next((layer for layer in self.viewer.layers if layer.name == name), None)
 
     # --- run -------------------------------------------------------------------------
 
@@ -195,14 +175,15 @@ class PredictDock(QWidget):
 
     def run(self) -> None:
         """Start predicting the chosen image (or its current slice) in a worker thread."""
-        layer = self._image_layer()
-        if layer is None:
-            report_error(InputError("Pick an image layer first."))
-            return
+        layer = self.image_picker.value
         source = self.model_combo.currentText()
         path = str(_starter_path() or "") if source == STARTER else self.model_path.text().strip()
-        image = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         try:  # cheap checks (file header, shapes) here, so mistakes never reach the worker
+            if layer is None:
+                raise InputError("Pick an image layer first.")
+            image = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+            if not layer.rgb and grid_problem(layer):
+                raise InputError(grid_problem(layer))
             self._check(source, path, image, layer.name)
         except InputError as exc:
             report_error(exc)
@@ -211,16 +192,16 @@ class PredictDock(QWidget):
         is_stack = len(image.shape) == 3 and not layer.rgb
         slices = None
         if is_stack and self.scope_combo.currentText() == CURRENT:
-            index = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
-            slices = [min(max(index, 0), image.shape[0] - 1)]
+            slices = list(plane_index(self.viewer, layer))
         labels, foreground = self._outputs(layer, image, is_stack, fresh=slices is None)
-        self._target = (layer, labels, foreground)
+        # Names fixed now: renaming the image during the run does not start new layers.
+        self._target = (layer, layer.name, labels, foreground)
         self._done = False
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"Predicting {layer.name!r}…")
         model = _session.current_model() if source == SESSION else path
-        self.worker = start_job(
+        self.jobs.start(
             PREDICTION_JOB,
             model,
             image,
@@ -233,7 +214,6 @@ class PredictDock(QWidget):
             on_return=self._on_done,
             on_finish=self._on_finish,
         )
-        self.worker.errored.connect(lambda exc: self.status.setText(str(exc)))
 
     @staticmethod
     def _check(source: str, path: str, image: Any, name: str) -> None:
@@ -256,8 +236,7 @@ class PredictDock(QWidget):
         shape = tuple(image.shape[:3] if is_stack else image.shape[:2])
         stack_shape = shape if is_stack else (1, *shape)
         labels = np.zeros(stack_shape, np.uint32)
-        name = labels_name(layer.name)
-        old = next((x for x in self.viewer.layers if x.name == name), None)
+        old = owned_layer(self.viewer, labels_name(layer.name))
         if not fresh and old is not None and tuple(old.data.shape) == shape:
             labels[:] = np.asarray(old.data).reshape(stack_shape)
         foreground = (
@@ -266,8 +245,8 @@ class PredictDock(QWidget):
         return labels, foreground
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
+        if self.jobs.busy:
+            self.jobs.cancel()
             self.status.setText("Cancelling after the current batch of tiles…")
 
     def _on_event(self, event) -> None:
@@ -288,7 +267,7 @@ class PredictDock(QWidget):
             bar = self._progress
             bar.n = event.tiles_done
             bar.refresh()
-            if self.worker is None and bar is self._progress:  # finished meanwhile
+            if not self.jobs.busy and bar is self._progress:  # finished meanwhile
                 bar.close()
                 self._progress = None
         elif isinstance(event, SliceResult):
@@ -299,19 +278,25 @@ class PredictDock(QWidget):
         """Put the arrays the worker fills into the plugin's layers (GUI thread only)."""
         if self._target is None:
             return
-        layer, labels, foreground = self._target
+        layer, name, labels, foreground = self._target
         is_stack = len(layer.data.shape) == 3 and not layer.rgb
         scale = tuple(layer.scale[-3:] if is_stack else layer.scale[-2:])
         translate = tuple(layer.translate[-3:] if is_stack else layer.translate[-2:])
         view = labels if is_stack else labels[0]
         out = set_layer(
-            self.viewer, labels_name(layer.name), view, "labels", scale=scale, translate=translate
+            self.viewer,
+            labels_name(name),
+            view,
+            "labels",
+            role=RESULT,
+            scale=scale,
+            translate=translate,
         )
         out.refresh()
         if foreground is not None:
             fg = set_layer(
                 self.viewer,
-                foreground_name(layer.name),
+                foreground_name(name),
                 foreground if is_stack else foreground[0],
                 "image",
                 colormap="magma",
@@ -336,4 +321,5 @@ class PredictDock(QWidget):
             self._progress = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.worker = None
+        if not self._done and "Cancelling" in self.status.text():
+            self.status.setText("Cancelled; the slices done so far are shown.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_unet.core.annotations import boxes_from_rectangles
@@ -44,15 +43,10 @@ from napari_unet.core.presets import (
     default_preset,
 )
 from napari_unet.widgets import _session
-from napari_unet.widgets._common import (
-    core_job,
-    fill_combo,
-    layer_choices,
-    layer_named,
-    report_error,
-    set_layer,
-    start_job,
-)
+from napari_unet.widgets._autosave import autosave_for
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._layers import grid_problem, set_layer
 
 STARTER, FILE = "starter", "file"
 
@@ -71,7 +65,31 @@ NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
 PAIR_SEPARATOR = " ← "  # "image ← labels" in the list of more pairs
-TRAINING_JOB = core_job("napari_unet.core.train:training_job")
+
+
+def train_and_keep(
+    image: np.ndarray,
+    labels: np.ndarray,
+    settings: dict[str, Any],
+    start_from: Any,
+    regions: list | None,
+    stop: threading.Event,
+    folder: Path | None = None,
+    extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+) -> Generator[Any, None, Any]:
+    """`core.train.training_job`, then the best model and the settings go into the
+    project folder. Runs in the worker thread (torch loads there), so the model is kept
+    even when the viewer was closed during training (that stops it after a step)."""
+    from napari_unet.core import project
+    from napari_unet.core.train import training_job
+
+    trained = yield from training_job(
+        image, labels, settings, start_from, regions, stop=stop, extra_pairs=extra_pairs
+    )
+    if trained is not None and folder is not None:
+        project.save_model(folder, trained.net, trained.metadata)
+        project.save_settings(folder, {"training": settings})
+    return trained
 
 
 def _cuda_available() -> bool:
@@ -91,22 +109,27 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     return box
 
 
-class TrainDock(QWidget):
+class TrainDock(Dock):
     """Pick image, labels and regions; Start, watch the plot and preview; Save the model."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
+        from napari_unet.widgets.annotate import REGIONS_LAYER
+
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
+        self.labels_picker = self.picker("labels")
+        self.regions_picker = self.picker(
+            "shapes",
+            none=NO_REGIONS,
+            prefer=lambda x: x.name == REGIONS_LAYER,
+            tooltip="Rectangles drawn in the Annotate dock: train inside them",
+        )
         self.pairs_list = QListWidget()  # more image/labels pairs: "image ← labels"
         self.pairs_list.setMaximumHeight(60)
         self.pairs_list.setToolTip("Trained on together with Image/Labels above")
         self.add_pair_button = QPushButton("Add pair")
         self.add_pair_button.setToolTip("Add the Image and Labels chosen above to the list")
         self.remove_pair_button = QPushButton("Remove")
-        self.regions_combo = QComboBox()
-        self.regions_combo.setToolTip("Rectangles drawn in the Annotate dock: train inside them")
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
@@ -142,22 +165,25 @@ class TrainDock(QWidget):
             "Typical cell diameter (median of the annotated cells); cells wider than "
             "64 px are shrunk to 32 px for the network, in training and prediction"
         )
-        self.status = QLabel("Annotate a few cells, then press Start.")
-        self.status.setWordWrap(True)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip(
+            "Write a bioimage.io model package (.zip): Fiji, ilastik, ..."
+        )
+        self.status.setText("Annotate a few cells, then press Start.")
         self.figure, self.canvas, self.lines = self._make_plot()
 
         file_row = QHBoxLayout()
         file_row.addWidget(self.model_file)
         file_row.addWidget(self.browse_button)
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
+        form.addRow("Image", self.image_picker.native)
+        form.addRow("Labels", self.labels_picker.native)
         pair_buttons = QHBoxLayout()
         pair_buttons.addWidget(self.add_pair_button)
         pair_buttons.addWidget(self.remove_pair_button)
         form.addRow("More pairs", self.pairs_list)
         form.addRow("", pair_buttons)
-        form.addRow("Regions", self.regions_combo)
+        form.addRow("Regions", self.regions_picker.native)
         form.addRow("Model", self.model_combo)
         form.addRow("Model file", file_row)
         form.addRow("Steps", self.steps)
@@ -168,20 +194,23 @@ class TrainDock(QWidget):
         form.addRow("Device", self.device)
         form.addRow("Cell size", self.size_label)
         buttons = QHBoxLayout()
-        for button in (self.start_button, self.stop_button, self.resume_button, self.save_button):
+        for button in (
+            self.start_button,
+            self.stop_button,
+            self.resume_button,
+            self.save_button,
+            self.export_button,
+        ):
             buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.canvas)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.body.addLayout(form)
+        self.body.addLayout(buttons)
+        self.body.addWidget(self.canvas)
+        self.end_body()
 
-        self._worker = None
-        self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
         self._train_scale = 1.0  # images are resized by this for the network (core/size.py)
         self._first_slices = 1  # slices of the first pair (the preview can only go there)
+        self._project: Path | None = None  # where the model is kept (`core.project`)
         self._pbar = None
         self._finished = None  # the latest trained model (`core.train.Trained`)
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
@@ -198,15 +227,13 @@ class TrainDock(QWidget):
         self.resume_button.clicked.connect(lambda: self.start(resume=True))
         self.stop_button.clicked.connect(self.stop)
         self.save_button.clicked.connect(self._ask_save)
+        self.export_button.clicked.connect(self._ask_export)
         self.browse_button.clicked.connect(self._browse)
         self.add_pair_button.clicked.connect(self.add_pair)
         self.remove_pair_button.clicked.connect(
             lambda: self.pairs_list.takeItem(self.pairs_list.currentRow())
         )
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self._refresh_choices()
         self._on_model_choice(self.model_combo.currentText())
         self._set_running(False)
         self._probe_gpu()
@@ -249,28 +276,16 @@ class TrainDock(QWidget):
 
     def _on_gpu_probe(self, has_cuda: bool) -> None:
         untouched = self.model_combo.currentText() == new_model_choice(default_preset("cpu"))
-        if has_cuda and untouched and self._worker is None:
+        if has_cuda and untouched and not self.jobs.busy:
             self.model_combo.setCurrentText(new_model_choice(default_preset("cuda")))
-
-    def _refresh_choices(self, event=None) -> None:
-        images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
-        fill_combo(self.image_combo, images)
-        fill_combo(self.labels_combo, layer_choices(self.viewer, "labels"))
-        shapes = layer_choices(self.viewer, "shapes")
-        from napari_unet.widgets.annotate import REGIONS_LAYER
-
-        previous = self.regions_combo.currentText()
-        fill_combo(self.regions_combo, [NO_REGIONS, *shapes])
-        if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
-            self.regions_combo.setCurrentText(REGIONS_LAYER)
 
     def add_pair(self) -> None:
         """Remember the Image/Labels chosen above as one more training pair."""
-        image, labels = self.image_combo.currentText(), self.labels_combo.currentText()
-        if not image or not labels:
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
+        if image_layer is None or labels_layer is None:
             report_error(InputError("More pairs: choose an Image and its Labels first"))
             return
-        text = f"{image}{PAIR_SEPARATOR}{labels}"
+        text = f"{image_layer.name}{PAIR_SEPARATOR}{labels_layer.name}"
         if not self.pairs_list.findItems(text, Qt.MatchFlag.MatchExactly):
             self.pairs_list.addItem(text)
 
@@ -281,7 +296,8 @@ class TrainDock(QWidget):
             names = tuple(self.pairs_list.item(row).text().split(PAIR_SEPARATOR))
             if names == first:
                 continue
-            image, labels = (layer_named(self.viewer, n) for n in names)
+            layers = {layer.name: layer for layer in self.viewer.layers}
+            image, labels = layers.get(names[0]), layers.get(names[1])
             if image is None or labels is None:
                 raise InputError(f"More pairs: layer {names[0]!r} or {names[1]!r} is gone")
             check_same_shape(image.data.shape, labels.data.shape, image=names[0], labels=names[1])
@@ -295,7 +311,10 @@ class TrainDock(QWidget):
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Model to start from", "", "napari-unet model (*.safetensors)"
+            self,
+            "Model to start from",
+            "",
+            "napari-unet model or bioimage.io package (*.safetensors *.zip)",
         )
         if path:
             self.model_file.setText(path)
@@ -338,28 +357,28 @@ class TrainDock(QWidget):
 
     def start(self, resume: bool = False) -> None:
         """Start training (or, with ``resume``, continue the latest model) in a worker."""
-        if self._worker is not None:
+        if self.jobs.busy:
             return
         try:
             job_args = self._job_arguments(resume)
         except InputError as exc:
             report_error(exc)
+            self.status.setText(str(exc))
             return
         if not resume:
             self._offset = 0
             self._best_iou, self._best_step = None, 0
             for values in self._history.values():
                 values.clear()
-        self._stop = threading.Event()
-        self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
         self._show_size([job_args[1], *(labels for _, labels in job_args[-1])])
+        *job_args, extra_pairs = job_args
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
-        *job_args, extra_pairs = job_args
-        self._worker = start_job(
-            TRAINING_JOB,
+        # Closing the dock or the viewer stops the job (`JobSlot`); the best model is kept.
+        self.jobs.start(
+            train_and_keep,
             *job_args,
-            stop=self._stop,
+            folder=self._project,
             extra_pairs=extra_pairs,
             on_yield=self._on_event,
             on_return=self._on_return,
@@ -387,14 +406,16 @@ class TrainDock(QWidget):
             )
 
     def _job_arguments(self, resume: bool) -> tuple:
-        image_layer = layer_named(self.viewer, self.image_combo.currentText())
-        labels_layer = layer_named(self.viewer, self.labels_combo.currentText())
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
         if image_layer is None:
             raise InputError("Image: open an image to train on")
         if labels_layer is None:
             raise InputError("Labels: create a labels layer and paint a few cells first")
         if getattr(image_layer, "rgb", False):
             raise InputError(f"Image {image_layer.name!r} is RGB; the U-Net wants one channel")
+        for layer in (image_layer, labels_layer):
+            if grid_problem(layer):
+                raise InputError(grid_problem(layer))
         check_same_shape(
             image_layer.data.shape,
             labels_layer.data.shape,
@@ -402,9 +423,9 @@ class TrainDock(QWidget):
             labels=labels_layer.name,
         )
         labels = np.array(labels_layer.data)  # a copy: painting may go on while training
-        regions = layer_named(self.viewer, self.regions_combo.currentText())
+        regions = self.regions_picker.value
         boxes = None
-        if regions is not None and self.regions_combo.currentText() != NO_REGIONS:
+        if regions is not None:
             rectangles = [
                 data
                 for data, kind in zip(regions.data, regions.shape_type, strict=True)
@@ -422,13 +443,17 @@ class TrainDock(QWidget):
         extra = self._extra_pairs((image_layer.name, labels_layer.name))
         self._image_layer = image_layer
         self._first_slices = 1 if image_layer.ndim == 2 else image_layer.data.shape[0]
+        # The annotations trained on are autosaved, and the model kept, in the project.
+        autosave = autosave_for(self.viewer)
+        self._project = autosave.watch(labels_layer, image_layer)
+        autosave.save_now(labels_layer)
         image = np.asarray(image_layer.data)
         return image, labels, self._settings(preset), start_from, boxes, extra
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
-        if self._worker is not None:
-            self._stop.set()
+        if self.jobs.busy:
+            self.jobs.cancel()
             self.status.setText("Stopping after the current step…")
 
     def _set_running(self, running: bool) -> None:
@@ -436,6 +461,7 @@ class TrainDock(QWidget):
         self.stop_button.setEnabled(running)
         self.resume_button.setEnabled(not running and self._finished is not None)
         self.save_button.setEnabled(not running and self._finished is not None)
+        self.export_button.setEnabled(not running and self._finished is not None)
 
     def _on_event(self, event) -> None:
         from napari_unet.core.train import Step, Validation
@@ -472,6 +498,8 @@ class TrainDock(QWidget):
         """Foreground probability of the held-out region, placed where it is in the image."""
         if event.preview is None or event.region is None or self._image_layer is None:
             return
+        if self._image_layer not in self.viewer.layers:
+            return  # deleted during training: nowhere to place the preview
         image_layer = self._image_layer
         slice_index, y0, x0, _, _ = event.region
         if slice_index >= self._first_slices:
@@ -517,10 +545,10 @@ class TrainDock(QWidget):
             f"Training {how} after {self._offset + finished.steps_done} steps. The best "
             f"model (step {self._offset + finished.best_step}{score}) is now the current "
             "model for the Predict dock; Save keeps it."
+            + ("" if self._project is None else f" A copy is in {self._project}.")
         )
 
     def _on_finish(self) -> None:
-        self._worker = None
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -556,6 +584,40 @@ class TrainDock(QWidget):
         self.status.setText(f"Saved {written} ({time.perf_counter() - started:.1f} s).")
         return written
 
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        self._stop.set()
-        super().closeEvent(event)
+    def _ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export bioimage.io package", "model.zip", "bioimage.io package (*.zip)"
+        )
+        if path:
+            self.export(path)
+
+    def export(self, path: str | Path):
+        """Write the latest trained model as a bioimage.io package (checked) in a worker."""
+        from napari_unet.core.export import export_iter
+
+        if self._finished is None:
+            report_error(InputError("Export: train a model first"))
+            return None
+        if self.jobs.busy:
+            return None
+        path = Path(path)
+        if path.suffix.lower() != ".zip":
+            path = path.with_name(path.name + ".zip")
+        self.export_button.setEnabled(False)
+        self.status.setText(f"Exporting {path.name} and test-running it with bioimageio…")
+
+        def done(result) -> None:
+            notes = "".join(f" {note}" for note in result.notes)
+            self.status.setText(
+                f"Exported {result.path} ({', '.join(result.weight_formats)}; bioimageio "
+                f"test {result.test_status}).{notes}"
+            )
+
+        return self.jobs.start(
+            export_iter,
+            self._finished.net,
+            self._finished.metadata,
+            path,
+            on_return=done,
+            on_finish=lambda: self._set_running(False),
+        )
