@@ -391,7 +391,12 @@ class TrainDock(Dock):
         The same rule as `TrainingData.from_pairs`: the median over the pairs."""
         from napari_unet.core import size
 
-        known = [d for lab in labels if (d := size.typical_diameter(lab))]
+        try:  # bad labels (negative, float) are reported by the job itself
+            known = [d for lab in labels if (d := size.typical_diameter(lab))]
+        except (ValueError, TypeError):
+            self._train_scale = 1.0
+            self.size_label.setText("not estimated: the labels are not valid")
+            return
         diameter = float(np.median(known)) if known else None
         self._train_scale = size.scale_for(diameter)
         if diameter is None:
