@@ -17,7 +17,7 @@ def _two_touching_squares(shape=(64, 64)) -> np.ndarray:
     return labels
 
 
-def test_single_slice_targets_weights_and_bottom_band_hold_out():
+def test_single_slice_targets_weights_and_band_hold_out():
     labels = _two_touching_squares()
     image = labels.astype(np.float32) + 0.1
     data = TrainingData.from_arrays(image, labels)
@@ -27,12 +27,13 @@ def test_single_slice_targets_weights_and_bottom_band_hold_out():
     expected = labels > 0
     expected[10:20, 19:21] = False
     assert np.array_equal(target == 1, expected)
-    # hold-out: the bottom ~20% of rows, never weighted for training
+    # hold-out: ~20% of the rows, never weighted for training; the bottom band holds no
+    # cell here (they sit in rows 10-20), so the top band is held out
     region = data.validation
-    assert (region.slice_index, region.y0, region.y1, region.x0, region.x1) == (0, 51, 64, 0, 64)
+    assert (region.slice_index, region.y0, region.y1, region.x0, region.x1) == (0, 0, 13, 0, 64)
     assert region.mask.all()
-    assert np.all(data.weights[0, 51:] == 0)
-    assert np.all(data.weights[0, :51] > 0)  # unlabelled pixels of an annotated slice count
+    assert np.all(data.weights[0, :13] == 0)
+    assert np.all(data.weights[0, 13:] > 0)  # unlabelled pixels of an annotated slice count
     assert data.validation_weights.shape == (13, 64)
     assert np.all(data.validation_weights > 0)
     # gap between the touching cells weighs more than lone background (border term)
@@ -144,11 +145,20 @@ def test_tiles_keep_image_target_and_weights_aligned_with_mirrored_context():
 def test_hold_out_prefers_a_slice_with_cells():
     labels = np.zeros((4, 48, 48), dtype=np.uint8)
     labels[0, 5:15, 5:15] = 1
-    labels[1, 20:30, 20:30] = 2
+    labels[1, 36:46, 20:30] = 2
     boxes = [(0, 0, 0, 48, 48), (1, 0, 0, 48, 48), (3, 0, 0, 20, 20)]  # slice 3: no cells
     data = TrainingData.from_arrays(np.zeros((4, 48, 48)), labels, regions=boxes)
     assert data.slice_indices == (0, 1, 3)
-    assert data.validation.slice_index == 1
+    assert data.validation.slice_index == 1 and data.validation.y0 == 38
     # one slice with cells and one without: hold out a band of the one with cells
     data = TrainingData.from_arrays(np.zeros((4, 48, 48)), labels, regions=boxes[::2])
-    assert data.validation.slice_index == 0 and data.validation.y0 == 38
+    assert data.validation.slice_index == 0 and data.validation.y0 == 0  # the band with cells
+
+
+def test_band_hold_out_needs_cells_bottom_first_else_top_else_none():
+    labels = np.zeros((64, 64), np.uint16)
+    labels[55:60, 5:10] = 1  # a cell in the bottom band
+    labels[30:36, 30:36] = 2
+    assert TrainingData.from_arrays(labels.astype(np.float32), labels).validation.y0 == 51
+    labels[55:60, 5:10] = 0  # only the middle cell: neither band has cells
+    assert TrainingData.from_arrays(labels.astype(np.float32), labels).validation is None

@@ -365,3 +365,15 @@ def test_touching_pairs_separated_counts_merges_and_misses():
     assert touching_pairs_separated(gt, gt) == (3, 3)
     stack = np.stack([gt, np.zeros_like(gt)])
     assert touching_pairs_separated(stack, np.stack([pred, pred])) == (1, 3)
+
+
+def test_seg_score_is_the_mean_iou_of_majority_matches():
+    gt = np.zeros((10, 20), np.uint8)
+    gt[2:8, 2:8] = 1  # 36 px
+    gt[2:8, 12:18] = 2  # 36 px
+    pred = np.zeros_like(gt)
+    pred[2:8, 2:9] = 5  # covers all of cell 1: IoU 36 / 42
+    pred[2:8, 12:14] = 6  # covers a third of cell 2: no majority, scores 0
+    assert metrics.seg_score(gt, pred) == pytest.approx((36 / 42 + 0.0) / 2)
+    assert metrics.seg_score(gt, gt) == 1.0
+    assert metrics.seg_score(np.zeros_like(gt), pred) == 1.0

@@ -115,3 +115,18 @@ def test_three_class_output_uses_class_one_and_bad_input_is_refused():
         to_instances(np.zeros((1, 20, 20), np.float32))
     with pytest.raises(InputError, match="low_threshold"):
         to_instances(fg, threshold=0.5, low_threshold=0.7)
+
+
+def test_three_class_round_trip_grows_interiors_over_their_borders(cells_2d):
+    """The 3-class target (interior / border) of real cells comes back as those cells."""
+    from napari_unet.core.data import _targets
+
+    _, labels = cells_2d
+    target = _targets(labels[None], 3)[0]
+    probs = np.stack([target == k for k in range(3)]).astype(np.float32)
+    out = to_instances(probs)
+    ap50, ap75 = average_precision(labels, out, thresholds=(0.5, 0.75))
+    assert ap50 > 0.99 and ap75 > 0.95
+    assert (out > 0).sum() > (target == 1).sum()  # the outlines went back to the cells
+    predicted = {cell: np.bincount(out[labels == cell]).argmax() for cell in np.unique(labels)[1:]}
+    assert all(predicted[a] != predicted[b] for a, b in touching_pairs(labels))

@@ -1,25 +1,60 @@
-"""The shipped starter model: a small file that loads, and fine-tuning from it beats scratch."""
+"""The shipped nuclei starter model: a small file that segments real nuclei it never saw,
+and that fine-tunes better than a fresh start.
+
+Fixture: a 128x128 crop of DSB2018 image 1c681dfa5cf7e413 (CC0; see tests/data/README.md),
+an image held out from the starter's training.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from napari_unet.core import checkpoint
+from napari_unet.core import checkpoint, io, metrics
 from napari_unet.core.data import TrainingData
+from napari_unet.core.events import run_to_end
+from napari_unet.core.predict import PredictConfig, prediction_job
 from napari_unet.core.presets import MODEL_PRESETS
-from napari_unet.core.synthetic import touching_cells
 from napari_unet.core.train import TrainConfig, TrainResult, train
 from napari_unet.models import starter_model_path
 
+DATA = Path(__file__).with_name("data")
+CROP_ID = "1c681dfa5cf7e413"
+# a sanity floor, not the accuracy claim (measured on this crop: AP@0.5 0.50-0.55,
+# AP@0.75 0.17-0.19, 2-3 of 14 touching pairs apart; README "Accuracy on real images")
+AP50_MIN, AP75_MIN, PAIRS_MIN = 0.35, 0.08, 0.05
 
-def test_starter_model_is_a_small_light_model_file():
+
+@pytest.fixture(scope="module")
+def nuclei_crop() -> tuple[np.ndarray, np.ndarray]:
+    return (
+        io.read(DATA / "dsb2018_1c681dfa_crop.tif"),
+        io.read(DATA / "dsb2018_1c681dfa_crop_labels.tif"),
+    )
+
+
+def test_starter_model_is_a_small_light_nuclei_model_with_its_record():
     path = starter_model_path()
-    assert path.is_file()
     assert path.stat().st_size < 4e6
     net, metadata = checkpoint.load(path)
     assert all(net.config[k] == v for k, v in MODEL_PRESETS["light"].items())
-    assert metadata["validation"]["iou"] > 0.85
-    assert len(metadata["normalisation"]["value_range"]) == 1
+    assert net.n_classes == 3
+    record = metadata["starter"]
+    assert len(record["training_ids"]) > 300 and CROP_ID not in record["training_ids"]
+    assert record["scores_held_out"]["images"] >= 30
+    assert 0.0 < record["scores_held_out"]["ap50"] <= 1.0
+
+
+def test_starter_segments_real_nuclei_it_never_saw(nuclei_crop):
+    image, truth = nuclei_crop
+    job = prediction_job(starter_model_path(), image, PredictConfig(device="cpu"))
+    labels = run_to_end(job).labels
+    ap50, ap75 = metrics.average_precision(truth, labels, (0.5, 0.75))
+    separated, pairs = metrics.touching_pairs_separated(truth, labels)
+    assert ap50 > AP50_MIN and ap75 > AP75_MIN
+    assert separated / pairs > PAIRS_MIN
 
 
 def _best_iou(data: TrainingData, start_from) -> float:
@@ -31,11 +66,9 @@ def _best_iou(data: TrainingData, start_from) -> float:
 
 
 @pytest.mark.slow
-def test_fine_tuning_the_starter_beats_training_from_scratch_for_the_same_steps():
-    # An image the starter never saw (its training seeds are 101-104).
-    image, labels = touching_cells((128, 128), seed=7)
-    data = TrainingData.from_arrays(image, labels)
+def test_fine_tuning_the_starter_beats_training_from_scratch_for_the_same_steps(nuclei_crop):
+    data = TrainingData.from_arrays(*nuclei_crop, n_classes=3)
     from_starter = _best_iou(data, starter_model_path())
     from_scratch = _best_iou(data, None)
-    assert from_starter > from_scratch + 0.03  # measured: 0.95 vs 0.88
-    assert from_starter > 0.8
+    assert from_starter > from_scratch + 0.1
+    assert from_starter > 0.7

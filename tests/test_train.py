@@ -209,6 +209,20 @@ def test_bad_settings_and_mismatched_models_give_clear_errors(cells_data):
         next(train(cells_data, _config(), net="missing.safetensors"))
     with pytest.raises(InputError, match="steps must be at least 1"):
         next(train(cells_data, _config(steps=0), net=UNet(**TINY)))
+    with pytest.raises(InputError, match="select_by"):
+        next(train(cells_data, _config(select_by="dice"), net=UNet(**TINY)))
+
+
+def test_select_by_ap50_keeps_the_best_instances_not_the_best_iou(cells_data):
+    """With select_by="ap50" the kept step is the one of highest validation AP@0.5."""
+    result = TrainResult()
+    for _ in train(
+        cells_data, _config(steps=6, validate_every=2, select_by="ap50"), result=result
+    ):
+        pass
+    history = result.metadata["validation"]["history"]
+    best = max(history, key=lambda v: (v["ap50"], v["iou"], -v["loss"]))
+    assert result.best_step == best["step"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

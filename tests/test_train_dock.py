@@ -259,3 +259,53 @@ def test_with_a_gpu_the_paper_model_is_the_default_and_trains_on_cuda(viewer_wit
     assert metadata["training"]["device"].startswith("cuda")
     assert metadata["architecture"]["base_channels"] == 64
     assert next(net.parameters()).device.type == "cpu"
+
+
+def test_cell_size_is_shown_and_large_cells_are_shrunk(make_napari_viewer, qtbot):
+    from skimage.draw import disk
+
+    _session.clear()
+    viewer = make_napari_viewer()
+    labels = np.zeros((256, 256), np.uint16)
+    for k, (y, x) in enumerate(((64, 64), (64, 192), (192, 64), (192, 192)), start=1):
+        labels[disk((y, x), 45, shape=labels.shape)] = k
+    viewer.add_image((labels > 0).astype(np.float32), name="big")
+    viewer.add_labels(labels, name="big labels")
+    dock = _tiny_dock(viewer, steps=2, validate_every=1)
+    dock.tile_size.setValue(60)
+    dock.start()
+    import re
+
+    diameter = float(re.search(r"≈ ([\d.]+) px", dock.size_label.text()).group(1))
+    assert diameter == pytest.approx(90, abs=2)  # disks of radius 45
+    assert f"shrunk ×{32 / diameter:.2f}" in dock.size_label.text()
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
+    meta = _session.current_model()[1]
+    assert meta["normalisation"]["scale"] == pytest.approx(dock._train_scale)
+    assert dock._train_scale == pytest.approx(32 / meta["normalisation"]["diameter_px"])
+    preview = viewer.layers["big" + PREVIEW_SUFFIX]
+    assert preview.scale[-1] == pytest.approx(1 / dock._train_scale)
+    _session.clear()
+
+
+def test_more_pairs_of_other_sizes_train_together(viewer_with_cells, qtbot):
+    image, labels = touching_cells((72, 120), seed=8)
+    viewer_with_cells.add_image(image, name="second")
+    viewer_with_cells.add_labels(labels, name="second labels")
+    dock = _tiny_dock(viewer_with_cells, steps=2, validate_every=1)
+    dock.image_picker.value = viewer_with_cells.layers["second"]
+    dock.labels_picker.value = viewer_with_cells.layers["second labels"]
+    _click(qtbot, dock.add_pair_button)
+    _click(qtbot, dock.add_pair_button)  # twice: listed once
+    assert dock.pairs_list.count() == 1
+    dock.image_picker.value = viewer_with_cells.layers["cells"]
+    dock.labels_picker.value = viewer_with_cells.layers["cells labels"]
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
+    meta = _session.current_model()[1]
+    assert meta["training"]["annotated_slices"] == [0, 1]  # both pairs
+    assert meta["normalisation"]["per_image"] is True
+    viewer_with_cells.layers.remove("second labels")
+    _click(qtbot, dock.start_button)  # a listed layer is gone: one clear message
+    assert not dock.jobs.busy and dock.start_button.isEnabled()
+    _session.clear()

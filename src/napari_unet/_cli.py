@@ -268,9 +268,21 @@ def _predict_with_confidence(args: argparse.Namespace, config: Any, reference: A
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="image (tif, png, npy): 2D or a (Z, Y, X) stack")
-    p.add_argument("labels", help="instance labels of the same shape; all-zero slices are ignored")
+    p.add_argument(
+        "pairs",
+        nargs="+",
+        metavar="IMAGE LABELS",
+        help="image (tif, png, npy; 2D or a (Z, Y, X) stack) and its instance labels of the "
+        "same shape (all-zero slices are ignored); more pairs may follow, of any sizes; or "
+        "one folder of pairs (images/ + labels/, or NAME.tif + NAME_labels.tif)",
+    )
     p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    p.add_argument(
+        "--classes",
+        type=int,
+        choices=(2, 3),
+        help="2: background/cell, 3: + cell border (default: 3; when fine-tuning, the model's)",
+    )
     p.add_argument("--steps", type=int, help="optimiser steps (default: by model preset)")
     p.add_argument("--max-minutes", type=float, help="stop early, keep the best (CPU: 8.5)")
     _add_device(p)
@@ -316,8 +328,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.start:
         checkpoint.read_metadata(args.start)  # a bad model file fails before any progress bar
-    image, labels = io.read(args.image), io.as_labels(io.read(args.labels), name=args.labels)
-    io.check_same_shape(image.shape, labels.shape, image=args.image, labels=args.labels)
+    pairs = []
+    paths = io.training_pairs(args.pairs)
+    for image_path, labels_path in paths:
+        image = io.read(image_path)
+        labels = io.as_labels(io.read(labels_path), name=str(labels_path))
+        io.check_same_shape(image.shape, labels.shape, image=image_path, labels=labels_path)
+        pairs.append((image, labels))
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":
         max_minutes = CPU_MAX_MINUTES
@@ -336,10 +353,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     result = train.TrainResult()
+    (image, labels), *extra = pairs
     background = io.read(args.background) if args.background else None
     if background is not None:
         io.check_same_shape(
-            background.shape, labels.shape, image=args.background, labels=args.labels
+            background.shape, labels.shape, image=args.background, labels=str(paths[0][1])
         )
     settings = TrainingSettings(augment=config.augment, unpainted=args.unpainted)
     events = train.training_job(
@@ -350,6 +368,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result=result,
         background=background,
         training=settings,
+        extra_pairs=extra,
+        n_classes=args.classes,
     )
     postfix: dict[str, str] = {}
 

@@ -228,3 +228,19 @@ def load_resume(
     opt = {k[len("optimizer.") :]: v for k, v in tensors.items() if k.startswith("optimizer.")}
     plain = meta.pop("optimizer")
     return weights, optimizer_state(opt, plain), meta
+
+
+# New models predict background / cell / cell border: on real nuclei (DSB2018 half-image
+# benchmark, README "Accuracy on real images") the border class separated touching
+# nuclei and outlined them better than 2 classes plus the weight map alone.
+DEFAULT_CLASSES = 3
+
+
+def classes_to_train(start_from: Any = None) -> int:
+    """Classes of the training target: the model's when fine-tuning one (a UNet or a
+    model file), else `DEFAULT_CLASSES`."""
+    if start_from is None:
+        return DEFAULT_CLASSES
+    if isinstance(start_from, str | Path):
+        return int(read_metadata(start_from)["architecture"]["n_classes"])
+    return int(getattr(start_from, "_orig_mod", start_from).n_classes)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from napari_unet.core import size
 from napari_unet.core import weights as weight_maps
 from napari_unet.core.annotations import Box, count_strokes
 from napari_unet.core.io import InputError, as_image, as_labels, check_same_shape
@@ -134,6 +135,7 @@ class TrainingData:
         background: np.ndarray | None = None,
         unpainted: str = "auto",
         weight_settings: WeightSettings | None = None,
+        scale: float | None = 1.0,
     ) -> TrainingData:
         """Build from an image (Y, X) / stack (Z, Y, X) and instance labels of the same shape.
 
@@ -142,6 +144,9 @@ class TrainingData:
         nothing out. ``background``: strokes meaning "definitely background" (non-zero,
         same shape as the labels). ``unpainted``: "auto", "ignore" or "background" (see
         `informative_region`). ``weight_settings``: the loss weight map's parameters.
+        ``scale``: resize factor applied to image, labels and boxes before
+        anything else (``None``: chosen from the cell size, see `size.scale_for`); it is
+        recorded in ``normalisation`` and prediction applies it too.
         """
         if n_classes not in (2, 3):
             raise InputError(
@@ -154,6 +159,18 @@ class TrainingData:
             stack.shape[:1] + stack.shape[2:] if labels.ndim == 3 else stack.shape[2:],
             labels.shape,
         )
+        diameter = size.typical_diameter(label_stack)
+        scale = size.scale_for(diameter) if scale is None else float(scale)
+        if scale != 1.0:
+            shape = size.scaled_shape(label_stack.shape, scale)
+            stack = size.resize(stack, (*stack.shape[:2], *shape[-2:]))
+            label_stack = size.resize(label_stack, shape, labels=True)
+            if background is not None:
+                strokes = _background_strokes(
+                    background, labels if labels.ndim == 3 else labels[None]
+                )
+                background = size.resize(strokes.astype(np.uint8), shape, labels=True)
+            regions = [_scaled_box(_as_box(b, label_stack.shape[0]), scale) for b in regions or []]
         if min(label_stack.shape[-2:]) < MIN_SIZE_PX:
             raise InputError(
                 f"image: {label_stack.shape[-2:]} pixels is too small to train on "
@@ -220,12 +237,130 @@ class TrainingData:
             normalisation={
                 "percentiles": [float(p) for p in percentiles],
                 "value_range": [list(r) for r in value_ranges],
+                "scale": scale,
+                "diameter_px": None if diameter is None else round(diameter, 2),
             },
             weight_settings=ws,
             use=use,
             unpainted=unpainted,
             centres=centres if use.sparse_slices else None,
         )
+
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: Sequence[tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, Any]],
+        n_classes: int = 2,
+        channels: int = 1,
+        validation_fraction: float = VALIDATION_FRACTION,
+        percentiles: tuple[float, float] = PERCENTILES,
+        scale: float | None = None,
+        background: np.ndarray | None = None,
+        unpainted: str = "auto",
+        weight_settings: WeightSettings | None = None,
+    ) -> TrainingData:
+        """Several image/labels pairs (2D or stacks, any sizes), each normalised on its own.
+
+        Slices are stacked after padding to the largest height and width (image and
+        target mirrored, loss weight 0 outside the original), so the sampler draws
+        tiles only from real pixels. ``slice_indices`` counts slices over all pairs.
+        The hold-out follows `from_arrays`' rule on the combined slices. ``scale``
+        (``None``: from the typical cell diameter over all pairs) applies to every pair.
+        A pair may carry a third item: its training boxes (``regions`` of `from_arrays`).
+        ``background`` strokes belong to the first pair; ``unpainted`` and
+        ``weight_settings`` apply to every pair (see `from_arrays`).
+        """
+        known = [d for p in pairs if (d := size.typical_diameter(np.asarray(p[1])))]
+        diameter = float(np.median(known)) if known else None  # median of the images'
+        scale = size.scale_for(diameter) if scale is None else float(scale)
+        if len(pairs) == 1:
+            image, labels, *regions = pairs[0]
+            return cls.from_arrays(
+                image,
+                labels,
+                regions=regions[0] if regions else None,
+                n_classes=n_classes,
+                channels=channels,
+                validation_fraction=validation_fraction,
+                percentiles=percentiles,
+                scale=scale,
+                background=background,
+                unpainted=unpainted,
+                weight_settings=weight_settings,
+            )
+        if not pairs:
+            raise InputError("no image/labels pairs to train on")
+        parts, offset, indices = [], 0, []
+        for number, (image, labels, *regions) in enumerate(pairs, start=1):
+            try:
+                part = cls.from_arrays(
+                    image,
+                    labels,
+                    regions=regions[0] if regions else None,
+                    n_classes=n_classes,
+                    channels=channels,
+                    validation_fraction=0,
+                    percentiles=percentiles,
+                    scale=scale,
+                    background=background if number == 1 else None,
+                    unpainted=unpainted,
+                    weight_settings=weight_settings,
+                )
+            except InputError as error:
+                if "nothing is annotated" in str(error):
+                    continue  # an empty pair adds nothing; all empty is caught below
+                raise InputError(f"pair {number}: {error}") from None
+            parts.append(part)
+            indices += [offset + i for i in part.slice_indices]
+            offset += 1 if np.ndim(labels) == 2 else int(np.shape(labels)[0])
+        if not parts:
+            raise InputError("labels: nothing is annotated in any pair; paint a few cells first")
+        height = max(p.labels.shape[1] for p in parts)
+        width = max(p.labels.shape[2] for p in parts)
+
+        def grow(a: np.ndarray, mode: str) -> np.ndarray:
+            pad = [(0, 0)] * (a.ndim - 2) + [(0, height - a.shape[-2]), (0, width - a.shape[-1])]
+            return np.pad(a, pad, mode=mode) if mode == "symmetric" else np.pad(a, pad)
+
+        images = np.concatenate([grow(p.images, "symmetric") for p in parts])
+        targets = np.concatenate([grow(p.targets, "symmetric") for p in parts])
+        loss_weights = np.concatenate([grow(p.weights, "constant") for p in parts])
+        annotated = np.concatenate([grow(p.labels, "constant") for p in parts])
+        validation, validation_weights = _hold_out(
+            annotated, loss_weights > 0, loss_weights, tuple(indices), validation_fraction
+        )
+        if validation is not None:
+            region = (slice(validation.y0, validation.y1), slice(validation.x0, validation.x1))
+            loss_weights[validation.index][region][validation.mask] = 0.0
+        return cls(
+            images=images,
+            targets=targets,
+            weights=loss_weights,
+            labels=annotated,
+            slice_indices=tuple(indices),
+            n_classes=n_classes,
+            validation=validation,
+            validation_weights=validation_weights,
+            normalisation={
+                "percentiles": [float(p) for p in percentiles],
+                "per_image": True,
+                "scale": scale,
+                "diameter_px": None if diameter is None else round(diameter, 2),
+            },
+        )
+
+
+def _scaled_box(box: Box, factor: float) -> Box:
+    def at(v: int) -> int:
+        return round(v * factor)
+
+    return Box(
+        box.slice_index,
+        at(box.y0),
+        at(box.x0),
+        max(at(box.y1), at(box.y0) + 1),
+        max(at(box.x1), at(box.x0) + 1),
+    )
 
 
 def _as_box(box: BoxLike, n_slices: int) -> Box:
@@ -454,7 +589,8 @@ def _hold_out(
     indices: tuple[int, ...],
     fraction: float,
 ) -> tuple[ValidationRegion | None, np.ndarray | None]:
-    """The last slice with cells when three or more have cells, else a bottom band of one.
+    """The last slice with cells when three or more have cells, else a band of one
+    (bottom, or top when only the top band has cells; none when neither has).
 
     Slices with cells are preferred so that the validation IoU means something. With
     only two annotated slices a whole held-out slice would halve the training data
@@ -467,13 +603,27 @@ def _hold_out(
         index = with_cells[-1]
         mask = used[index]
     else:
-        index = with_cells[-1] if with_cells else len(indices) - 1
-        rows = np.flatnonzero(used[index].any(axis=1))
-        start = int(rows[-1] + 1 - round(fraction * (rows[-1] + 1 - rows[0])))
-        if rows[-1] + 1 - start < MIN_VALIDATION_ROWS or start - rows[0] < MIN_VALIDATION_ROWS:
+        found = None
+        # the bottom band of the last slice with cells, else its top band, else the same
+        # on earlier slices (a band without cells scores IoU 1 at every step and cannot
+        # pick the best model); none when no band has cells
+        for index in reversed(with_cells or [len(indices) - 1]):
+            rows = np.flatnonzero(used[index].any(axis=1))
+            height = int(rows[-1] + 1 - rows[0])
+            band = round(fraction * height)
+            if band < MIN_VALIDATION_ROWS or height - band < MIN_VALIDATION_ROWS:
+                continue
+            for start in (rows[-1] + 1 - band, rows[0]):
+                mask = np.zeros_like(used[index])
+                mask[start : start + band] = used[index, start : start + band]
+                if not with_cells or (labels[index] * mask).any():
+                    found = index, mask
+                    break
+            if found:
+                break
+        if found is None:
             return None, None
-        mask = used[index].copy()
-        mask[:start] = False
+        index, mask = found
     return _region_of(mask, index, indices, loss_weights)
 
 

@@ -5,6 +5,7 @@ Only file formats and array sanity live here; no resampling, no normalisation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,42 @@ def check_same_shape(
             f"Labels {labels!r} has shape {tuple(labels_shape)} but image {image!r} has "
             f"{tuple(image_shape)}: pick a labels layer of the same shape."
         )
+
+
+LABELS_SUFFIX = "_labels"  # NAME.tif pairs with NAME_labels.tif in a folder of pairs
+
+
+def training_pairs(paths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """(image, labels) file pairs from ``IMAGE LABELS [IMAGE2 LABELS2 ...]`` or one folder.
+
+    A folder holds either ``images/`` and ``labels/`` subfolders with files of the same
+    names, or ``NAME.ext`` next to ``NAME_labels.ext``.
+    """
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1 and paths[0].is_dir():
+        folder = paths[0]
+        if (folder / "images").is_dir() and (folder / "labels").is_dir():
+            images = sorted(
+                p for p in (folder / "images").iterdir() if p.suffix.lower() in SUFFIXES
+            )
+            pairs = [(p, folder / "labels" / p.name) for p in images]
+        else:
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
+            pairs = [
+                (p, p.with_name(p.stem + LABELS_SUFFIX + p.suffix))
+                for p in files
+                if not p.stem.endswith(LABELS_SUFFIX)
+            ]
+        missing = [str(labels) for _, labels in pairs if not labels.is_file()]
+        if not pairs or missing:
+            raise InputError(
+                f"{folder}: no image/labels pairs found"
+                + (f" (missing {', '.join(missing[:3])})" if missing else "")
+                + f"; use images/ + labels/ subfolders or NAME.tif + NAME{LABELS_SUFFIX}.tif"
+            )
+        return pairs
+    if len(paths) % 2:
+        raise InputError(
+            f"expected IMAGE LABELS pairs (an even number of files) or one folder; got {len(paths)}"
+        )
+    return list(zip(paths[::2], paths[1::2], strict=True))

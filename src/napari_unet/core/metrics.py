@@ -152,6 +152,21 @@ def iou_score(gt: np.ndarray, pred: np.ndarray) -> float:
     return _ratio(np.count_nonzero(a & b), np.count_nonzero(a | b), 1.0)
 
 
+def seg_score(gt: np.ndarray, pred: np.ndarray) -> float:
+    """The Cell Tracking Challenge SEG measure: mean over ground-truth objects of the IoU
+    with the predicted object covering more than half of it (0 when none does).
+
+    1 when the ground truth is empty.
+    """
+    m = match(gt, pred)
+    if not len(m.gt_ids):
+        return 1.0
+    best = np.zeros(len(m.gt_ids))
+    owner = m.intersection > MAJORITY * m.gt_areas[m.pair_gt]
+    best[m.pair_gt[owner]] = m.iou[owner]
+    return float(best.mean())
+
+
 def touching_pairs_separated(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
     """(separated, total) touching ground-truth pairs, per 2D slice.
 

@@ -33,7 +33,8 @@ def to_instances(
 ) -> np.ndarray:
     """Instance labels (0 = background, 1..n) from a (n_classes, Y, X) softmax or a (Y, X) map.
 
-    Steps: cores = connected components (4-connectivity) of ``foreground > threshold``;
+    Steps: cores = connected components (4-connectivity) of ``foreground > threshold``
+    (class 1; with 3 classes the cell interiors, which then grow over the border class);
     each core grows by a watershed on the probability, but only into pixels that are
     above ``low_threshold`` or lie in a gap no wider than ``gap_px`` between two
     different cores (so a cell's free outline never grows); objects below ``min_size``
@@ -47,7 +48,14 @@ def to_instances(
             f"low_threshold ({low_threshold}) must lie between 0 and threshold ({threshold})"
         )
     cores, n = ndi.label(foreground > threshold)
-    grow_into = (cores > 0) | (foreground > low_threshold) | _gaps(cores, gap_px)
+    if np.ndim(probabilities) == 3 and np.shape(probabilities)[0] == 3:
+        # 3 classes: cores are the interiors; they grow over the predicted outlines
+        # (border class), i.e. wherever a cell is likelier than background.
+        cell = 1.0 - np.asarray(probabilities[0], dtype=np.float32)
+        grow_into = (cores > 0) | (cell > 0.5)
+        foreground = cell
+    else:
+        grow_into = (cores > 0) | (foreground > low_threshold) | _gaps(cores, gap_px)
     # Split before growing: each core's own distance transform, and no gap is invented
     # between the parts of a split core.
     markers = _split_merged(cores, min_distance_px) if split_merged and n else cores

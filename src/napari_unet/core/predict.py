@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core import postprocess
+from napari_unet.core import postprocess, size
 from napari_unet.core.io import InputError, as_image
 from napari_unet.core.normalize import PERCENTILES, normalize
 from napari_unet.core.presets import AUTO
@@ -179,7 +179,9 @@ def predict_stack(
     auto_tile, auto_batch = tiling.auto_tile_and_batch(net, device)
     tile_size = config.tile_size or auto_tile
     batch_size = config.batch_size or auto_batch
-    per_slice = tiling.count_tiles(net, layout.spatial_shape, tile_size)
+    scale = float(metadata.get("normalisation", {}).get("scale") or 1.0)
+    net_shape = size.scaled_shape(tuple(layout.spatial_shape), scale)
+    per_slice = tiling.count_tiles(net, net_shape, tile_size)
     stack_shape = (layout.n_slices, *layout.spatial_shape)
     if labels_out is None:
         labels_out = np.zeros(stack_shape, dtype=np.uint32)
@@ -196,6 +198,7 @@ def predict_stack(
     for position, index in enumerate(slices):
         raw = read_slice(image, layout, index, name)
         x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(ranges)])
+        x = size.resize(x, net_shape)  # the model's cell size (see core/size.py)
         if config.confidence:
             events = confidence.sample_iter(
                 net, x, config.confidence, None, tile_size, batch_size, device
@@ -213,10 +216,11 @@ def predict_stack(
                 break
             done = start + event.done * per_slice // max(event.total, 1)
             yield Progress(index, position, len(slices), done, total)
+        probabilities = size.resize(probabilities, raw.shape)
         labels = postprocess.to_instances(
             probabilities,
             threshold=config.threshold,
-            min_size=config.min_size_px,
+            min_size=round(config.min_size_px / scale**2),
             split_merged=config.split_merged,
         )
         if layout.is_stack and labels.any():

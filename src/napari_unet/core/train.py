@@ -13,7 +13,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,9 @@ class TrainConfig:
     # seconds; None: VALIDATE_EVERY_S when validate_every is auto, else by steps only
     validate_every_s: float | None = None
     grad_clip: float | None = GRAD_CLIP_FACTOR  # x median recent gradient norm; None: off
+    # the kept model: best validation "iou" (foreground), or "ap50" (instances; IoU of
+    # the 3-class interior rewards thin cores, not separated cells)
+    select_by: str = "iou"
 
     def resolved(self, preset: str) -> TrainConfig:
         """A copy with every ``None`` default filled in from the preset's defaults."""
@@ -139,6 +142,8 @@ class TrainConfig:
             raise InputError(f"learning rate must be a positive number; got {self.lr}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"max_minutes must be positive; got {self.max_minutes}")
+        if self.select_by not in ("iou", "ap50"):
+            raise InputError(f"select_by must be 'iou' or 'ap50'; got {self.select_by!r}")
         for name in ("validate_every_s", "grad_clip"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -549,9 +554,12 @@ class _Run:
         self.validation_s += self.last_validation - started
         result = self.result
         # ties (e.g. a region without cells, IoU 1) go to the lower validation loss
-        is_best = result.best_iou is None or (event.iou, -event.loss) > (
-            result.best_iou,
-            -result.best_loss,
+        best = next((v for v in self.validations if v["step"] == result.best_step), None)
+        is_best = (
+            result.best_iou is None
+            or best is None
+            or self.selection_key(event.ap50, event.iou, event.loss)
+            > self.selection_key(best["ap50"], result.best_iou, result.best_loss)
         )
         if is_best:
             self.keep(step, event)
@@ -588,6 +596,11 @@ class _Run:
         )
         self.net.train()
         return replace(event, view=probs[1], view_region=(box[0], y0, x0, y1, x1))
+
+    def selection_key(self, ap50: float | None, iou: float, loss: float) -> tuple:
+        """What "best" means: validation IoU, or AP@0.5 first with ``select_by="ap50"``."""
+        lead = (ap50 or 0.0,) if self.cfg.select_by == "ap50" else ()
+        return (*lead, iou, -loss)
 
     def keep(self, step: int, validation: Validation | None) -> None:
         """Copy the current weights to the CPU as the best model."""
@@ -733,9 +746,16 @@ def training_job(
     background: np.ndarray | None = None,
     training: TrainingSettings | None = None,
     view: Callable[[], tuple[int, int, int, int, int] | None] | None = None,
+    extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    n_classes: int | None = None,
 ) -> Generator[Step | Validation, None, Trained | None]:
     """The one training entry point of the docks and the CLI: targets and weight maps of
     ``labels`` (inside ``regions`` when given), then `train`; returns the best model.
+
+    ``extra_pairs``: more (image, labels) pairs of any sizes trained on together (see
+    `TrainingData.from_pairs`). ``n_classes``: None for the fine-tuned model's, or
+    `checkpoint.DEFAULT_CLASSES` for a new one. Images are resized when the cells are
+    large (`core.size`; the factor goes into the model's metadata).
 
     ``config``: a `TrainConfig` or its keyword arguments. ``start_from``: None (a new model
     of ``config.preset``), a model file, or a UNet (copied: the caller's is not changed).
@@ -755,10 +775,10 @@ def training_job(
         config = replace(config, augment=training.augment)
     config.check()
     training = training or TrainingSettings(augment=config.augment)
-    data = TrainingData.from_arrays(
-        image,
-        labels,
-        regions=regions,
+    data = TrainingData.from_pairs(
+        [(image, labels, regions), *extra_pairs],
+        n_classes=n_classes or checkpoint.classes_to_train(start_from),
+        scale=None,
         background=background,
         unpainted=training.unpainted,
         weight_settings=training.weights,

@@ -1,7 +1,8 @@
 """Model files shipped with the package: the starter model for offline fine-tuning.
 
-`starter.safetensors` is a light U-Net trained on synthetic touching cells by
-``benchmarks/make_starter_model.py`` (the script's docstring records how and how well).
+`starter.safetensors` is a light 3-class U-Net (background / nucleus / border) trained
+on DSB2018 nuclei images (CC0) by ``benchmarks/make_starter_model.py``; its metadata
+("starter") lists the training images and the scores on held-out images.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from napari.qt.threading import thread_worker
 from napari.utils import progress
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
     QPushButton,
     QSpinBox,
 )
@@ -70,6 +71,7 @@ MODELS = {  # model choice shown -> what training starts from
 NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
+PAIR_SEPARATOR = " ← "  # "image ← labels" in the list of more pairs
 
 
 def train_and_keep(
@@ -139,11 +141,17 @@ class TrainDock(Dock):
             prefer=lambda x: x.name == REGIONS_LAYER,
             tooltip="Rectangles drawn in the Annotate dock: train inside them",
         )
+        self.pairs_list = QListWidget()  # more image/labels pairs: "image ← labels"
+        self.pairs_list.setMaximumHeight(60)
+        self.pairs_list.setToolTip("Trained on together with Image/Labels above")
+        self.add_pair_button = QPushButton("Add pair")
+        self.add_pair_button.setToolTip("Add the Image and Labels chosen above to the list")
+        self.remove_pair_button = QPushButton("Remove")
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
             "; ".join(f"{PRESET_TITLES[p]}: {PRESET_HELP[p]}" for p in MODEL_PRESETS)
-            + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on synthetic cells; "
+            + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on DSB2018 nuclei; "
             "model file: continue from a saved model"
         )
         self.model_file = QLineEdit()
@@ -182,6 +190,12 @@ class TrainDock(Dock):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Train the model trained so far for more steps")
         self.save_button = QPushButton("Save…")
+        self.size_label = QLabel("estimated from the labels at Start")
+        self.size_label.setWordWrap(True)
+        self.size_label.setToolTip(
+            "Typical cell diameter (median of the annotated cells); cells wider than "
+            "64 px are shrunk to 32 px for the network, in training and prediction"
+        )
         self.export_button = QPushButton("Export…")
         self.export_button.setToolTip(
             "Write a bioimage.io model package (.zip): Fiji, ilastik, ..."
@@ -195,6 +209,11 @@ class TrainDock(Dock):
         form = QFormLayout()
         form.addRow("Image", self.image_picker.native)
         form.addRow("Labels", self.labels_picker.native)
+        pair_buttons = QHBoxLayout()
+        pair_buttons.addWidget(self.add_pair_button)
+        pair_buttons.addWidget(self.remove_pair_button)
+        form.addRow("More pairs", self.pairs_list)
+        form.addRow("", pair_buttons)
         form.addRow("Regions", self.regions_picker.native)
         form.addRow("Model", self.model_combo)
         form.addRow("Model file", file_row)
@@ -205,6 +224,7 @@ class TrainDock(Dock):
         form.addRow("Validate every", self.validate_every)
         form.addRow("Device", self.device)
         form.addRow("Unpainted pixels", self.unpainted)
+        form.addRow("Cell size", self.size_label)
         buttons = QHBoxLayout()
         for button in (
             self.start_button,
@@ -224,6 +244,8 @@ class TrainDock(Dock):
         self._image_layer = None  # the image of the running training (preview placement)
         self._background = None  # its background strokes
         self._view_box = None  # (slice, y0, x0, y1, x1) of the image on screen
+        self._train_scale = 1.0  # images are resized by this for the network (core/size.py)
+        self._first_slices = 1  # slices of the first pair (the preview can only go there)
         self._project: Path | None = None  # where the model is kept (`core.project`)
         self._pbar = None
         self._finished = None  # the latest trained model (`core.train.Trained`)
@@ -243,6 +265,10 @@ class TrainDock(Dock):
         self.save_button.clicked.connect(self._ask_save)
         self.export_button.clicked.connect(self._ask_export)
         self.browse_button.clicked.connect(self._browse)
+        self.add_pair_button.clicked.connect(self.add_pair)
+        self.remove_pair_button.clicked.connect(
+            lambda: self.pairs_list.takeItem(self.pairs_list.currentRow())
+        )
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
         self.model_file.editingFinished.connect(self._restore_settings)
         scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; before: viewer.camera
@@ -320,6 +346,31 @@ class TrainDock(Dock):
         untouched = self.model_combo.currentText() == new_model_choice(default_preset("cpu"))
         if has_cuda and untouched and not self.jobs.busy:
             self.model_combo.setCurrentText(new_model_choice(default_preset("cuda")))
+
+    def add_pair(self) -> None:
+        """Remember the Image/Labels chosen above as one more training pair."""
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
+        if image_layer is None or labels_layer is None:
+            report_error(InputError("More pairs: choose an Image and its Labels first"))
+            return
+        text = f"{image_layer.name}{PAIR_SEPARATOR}{labels_layer.name}"
+        if not self.pairs_list.findItems(text, Qt.MatchFlag.MatchExactly):
+            self.pairs_list.addItem(text)
+
+    def _extra_pairs(self, first: tuple[str, str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The listed pairs (other than ``first``) as copied arrays, shapes checked."""
+        pairs = []
+        for row in range(self.pairs_list.count()):
+            names = tuple(self.pairs_list.item(row).text().split(PAIR_SEPARATOR))
+            if names == first:
+                continue
+            layers = {layer.name: layer for layer in self.viewer.layers}
+            image, labels = layers.get(names[0]), layers.get(names[1])
+            if image is None or labels is None:
+                raise InputError(f"More pairs: layer {names[0]!r} or {names[1]!r} is gone")
+            check_same_shape(image.data.shape, labels.data.shape, image=names[0], labels=names[1])
+            pairs.append((np.asarray(image.data), np.array(labels.data)))
+        return pairs
 
     def _on_model_choice(self, text: str) -> None:
         from_file = MODELS.get(text) == FILE
@@ -466,6 +517,8 @@ class TrainDock(Dock):
             self._best_iou, self._best_step = None, 0
             for values in self._history.values():
                 values.clear()
+        self._show_size([job_args[1], *(labels for _, labels in job_args[-1])])
+        *job_args, extra_pairs = job_args
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
         # Closing the dock or the viewer stops the job (`JobSlot`); the best model is kept.
@@ -478,10 +531,36 @@ class TrainDock(Dock):
             background=self._background,
             training=_session.training_settings(self.viewer),
             view=self._viewed,
+            extra_pairs=extra_pairs,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
         )
+
+    def _show_size(self, labels: list[np.ndarray]) -> None:
+        """Show the estimated cell diameter and the scale it sets (cheap: bincounts).
+
+        The same rule as `TrainingData.from_pairs`: the median over the pairs."""
+        from napari_unet.core import size
+
+        try:  # bad labels (negative, float) are reported by the job itself
+            known = [d for lab in labels if (d := size.typical_diameter(lab))]
+        except (ValueError, TypeError):
+            self._train_scale = 1.0
+            self.size_label.setText("not estimated: the labels are not valid")
+            return
+        diameter = float(np.median(known)) if known else None
+        self._train_scale = size.scale_for(diameter)
+        if diameter is None:
+            self.size_label.setText("no annotated cells")
+        elif self._train_scale == 1.0:
+            self.size_label.setText(f"≈ {diameter:.1f} px across: images used as they are")
+        else:
+            self.size_label.setText(
+                f"≈ {diameter:.1f} px across: images shrunk ×{self._train_scale:.2f} to "
+                f"{size.TARGET_DIAMETER_PX:.0f} px cells (training and prediction; "
+                "the smallest kept cell scales too)"
+            )
 
     def _annotation(self) -> tuple:
         """(image, labels copy, boxes or None, background strokes or None) of the choices."""
@@ -532,14 +611,16 @@ class TrainDock(Dock):
             self._offset = int(plotted[-1][0]) if plotted else 0  # the plot goes on
         else:
             preset, start_from = self._start_from()
+        extra = self._extra_pairs((image_layer.name, labels_layer.name))
         self._image_layer = image_layer
+        self._first_slices = 1 if image_layer.ndim == 2 else image_layer.data.shape[0]
         # The annotations trained on are autosaved, and the model kept, in the project.
         autosave = autosave_for(self.viewer)
         self._project = autosave.watch(labels_layer, image_layer)
         autosave.save_now(labels_layer)
         self._background = background
         self._update_view_box()
-        return image, labels, self._settings(preset), start_from, boxes
+        return image, labels, self._settings(preset), start_from, boxes, extra
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
@@ -598,7 +679,8 @@ class TrainDock(Dock):
         z = 0
         if layer.ndim == 3:
             (z,) = plane_index(self.viewer, layer)
-        self._view_box = (z, int(y0), int(x0), int(y1) + 1, int(x1) + 1)
+        k = self._train_scale  # the network sees images resized by this (core/size.py)
+        self._view_box = (z, int(y0 * k), int(x0 * k), int((y1 + 1) * k), int((x1 + 1) * k))
 
     def _viewed(self):
         return self._view_box  # read by the worker thread: a tuple, replaced atomically
@@ -615,10 +697,13 @@ class TrainDock(Dock):
             return  # deleted during training: nowhere to place the preview
         image_layer = self._image_layer
         slice_index, y0, x0, _, _ = region
+        if slice_index >= self._first_slices:
+            return  # held out on one of the more pairs: no place on this image
         two_d = image_layer.ndim == 2
         data = preview if two_d else preview[None]
         offset = np.array((y0, x0) if two_d else (slice_index, y0, x0), dtype=float)
-        scale = np.asarray(image_layer.scale)[-data.ndim :]
+        scale = np.asarray(image_layer.scale)[-data.ndim :].astype(float)
+        scale[-2:] /= self._train_scale  # the region is in the network's (resized) pixels
         translate = np.asarray(image_layer.translate)[-data.ndim :] + offset * scale
         layer = set_layer(
             self.viewer,
