@@ -52,13 +52,16 @@ def _biased_starter() -> UNet:
 
     net, _ = checkpoint.load(starter_model_path())
     with torch.no_grad():
-        net.head.bias[1] -= 20.0
+        net.head.bias[1:] -= 20.0  # cell (and border) logits
     return net
 
 
-def test_stop_validates_the_last_weights_and_keeps_them_when_better(cells_data):
+def test_stop_validates_the_last_weights_and_keeps_them_when_better():
+    image, labels = touching_cells((160, 160), seed=9)
+    starter = _biased_starter()
+    data = TrainingData.from_arrays(image, labels, n_classes=starter.n_classes)
     result = TrainResult()
-    job = train(cells_data, _config(steps=1000, lr=5e-3), net=_biased_starter(), result=result)
+    job = train(data, _config(steps=1000, lr=5e-3), net=starter, result=result)
     for event in job:
         if isinstance(event, Step) and event.step == 15:
             break
