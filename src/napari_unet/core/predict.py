@@ -36,6 +36,9 @@ class PredictConfig:
     threshold: float = postprocess.THRESHOLD
     min_size_px: int = postprocess.MIN_SIZE_PX
     split_merged: bool = False
+    # Z stacks: link each slice's objects to the previous slice's (IoU >= this) into 3D
+    # objects (`stitch.py`); 0 = off, every slice keeps its own ids (time-lapses).
+    stitch_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -149,16 +152,21 @@ def predict_stack(
     Yields `Progress` after every tile batch and a `SliceResult` per finished slice,
     written at once into ``labels_out`` / ``foreground_out`` when given (any array that
     takes ``out[i] = ...``: numpy, zarr, a memory map); otherwise they are allocated.
-    In a stack every slice's labels are numbered on from the previous slice's.
+    In a stack every slice's labels are numbered on from the previous slice's, or, with
+    ``config.stitch_threshold`` > 0, linked to the previous slice's objects (3D objects;
+    only between consecutive slices predicted in this call).
     Returns the `Prediction`. Closing the generator stops between tile batches.
     """
     import torch
 
-    from napari_unet.core import tiling
+    from napari_unet.core import stitch, tiling
     from napari_unet.core.device import resolve_device
 
     channels = int(net.config["in_channels"])
     layout = stack_layout(np.shape(image), channels, name)
+    stitching = bool(config.stitch_threshold) and layout.is_stack
+    if stitching:
+        stitch.check_threshold(config.stitch_threshold)
     slices = list(range(layout.n_slices)) if slices is None else [int(i) for i in slices]
     if any(not 0 <= i < layout.n_slices for i in slices):
         raise InputError(f"{name}: slice index out of range 0..{layout.n_slices - 1}: {slices}")
@@ -178,6 +186,7 @@ def predict_stack(
     percentiles = metadata.get("normalisation", {}).get("percentiles", PERCENTILES)
     ranges = value_ranges(image, layout, percentiles, name)
     total, done, next_id = per_slice * len(slices), 0, 0
+    previous: tuple[int, np.ndarray] | None = None  # (index, labels) of the last slice
     for position, index in enumerate(slices):
         raw = read_slice(image, layout, index, name)
         x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(ranges)])
@@ -197,9 +206,14 @@ def predict_stack(
             min_size=config.min_size_px,
             split_merged=config.split_merged,
         )
-        if layout.is_stack and labels.any():
+        if stitching and previous is not None and previous[0] == index - 1:
+            labels, next_id = stitch.link_slice(
+                previous[1], labels, config.stitch_threshold, next_id
+            )
+        elif layout.is_stack and labels.any():
             labels = np.where(labels > 0, labels.astype(np.uint32) + next_id, 0)
             next_id = int(labels.max())
+        previous = (index, labels)
         labels_out[index] = labels
         foreground = probabilities[1] if foreground_out is not None else None
         if foreground_out is not None:
