@@ -130,13 +130,17 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("ground_truth", help="ground-truth instance labels of the same shape")
     p.add_argument("--json", metavar="OUT.json", help="also write the metrics as JSON")
     p.add_argument("--no-warping", action="store_true", help="skip the (slowest) warping error")
+    p.add_argument(
+        "--axes",
+        help="ZYX (default for 3D: also scores 3D objects) or TYX (a time-lapse: per frame)",
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from napari_unet.core import io, metrics
+    from napari_unet.core import axes, io, metrics
 
     pred = io.as_labels(io.read(args.prediction), name=args.prediction)
     gt = io.as_labels(io.read(args.ground_truth), name=args.ground_truth)
@@ -146,8 +150,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{args.ground_truth!r} has {gt.shape}: compare labels of the same image."
         )
     n_slices = 1 if gt.ndim == 2 else int(gt.reshape(len(gt), -1).any(axis=1).sum())
+    volume = axes.parse(args.axes, gt.shape, name=args.ground_truth).is_z_stack
     result = drive(
-        metrics.evaluate_iter(gt, pred, warping=not args.no_warping), n_slices, "evaluate"
+        metrics.evaluate_iter(gt, pred, warping=not args.no_warping, volume=volume),
+        n_slices,
+        "evaluate",
     )
     print(metrics.format_table(result.metrics))
     if args.json:
@@ -158,6 +165,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
     from napari_unet.core.postprocess import MIN_SIZE_PX, THRESHOLD
+    from napari_unet.core.stitch import STITCH_THRESHOLD
 
     p.add_argument("model", help="model file (.safetensors) written by `napari-unet train`")
     p.add_argument("image", help="image (tif, png, npy): 2D or a (Z, Y, X) / (T, Y, X) stack")
@@ -169,14 +177,37 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
     p.add_argument("--split-merged", action="store_true", help="watershed-split merged cells")
     p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
+    _add_axes(p)
+    p.add_argument(
+        "--stitch-threshold",
+        type=float,
+        help=f"Z stacks: link objects of neighbouring slices overlapping at least this much "
+        f"into 3D objects; 0 = off (default: {STITCH_THRESHOLD} when the axes have Z, "
+        "0 for time-lapses)",
+    )
     _add_device(p)
 
 
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from napari_unet.core import checkpoint, io, predict
+def _add_axes(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--axes",
+        help="the image's axes, letters of TZCYX ending in YX or YXC, e.g. TZCYX, ZYX, TYX, "
+        "YXC (default: guessed from the shape: YX, ZYX, RGB as YXC)",
+    )
+    p.add_argument("--channels", help="channel numbers to use, in order, e.g. 0,1 (default: all)")
 
-    checkpoint.read_metadata(args.model)  # a bad model file fails before any progress bar
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from napari_unet.core import axes, checkpoint, io, predict
+    from napari_unet.core.stitch import STITCH_THRESHOLD
+
+    # a bad model file fails before any progress bar
+    in_channels = int(checkpoint.read_metadata(args.model)["architecture"].get("in_channels", 1))
     image = io.read(args.image)
+    found = axes.parse(args.axes, image.shape, in_channels, name=args.image)
+    stitch_threshold = args.stitch_threshold
+    if stitch_threshold is None:
+        stitch_threshold = STITCH_THRESHOLD if found.is_z_stack else 0.0
     config = predict.PredictConfig(
         tile_size=args.tile_size,
         batch_size=args.batch_size,
@@ -185,9 +216,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         min_size_px=args.min_size,
         split_merged=args.split_merged,
+        stitch_threshold=stitch_threshold,
     )
     events = predict.prediction_job(
-        args.model, image, config, keep_foreground=bool(args.probabilities), name=args.image
+        args.model,
+        image,
+        config,
+        axes=found.order,
+        channels=axes.parse_channels(args.channels),
+        keep_foreground=bool(args.probabilities),
+        name=args.image,
     )
 
     def on_event(event, bar) -> None:
@@ -221,6 +259,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validate-every", type=int, help="steps between validations")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    _add_axes(p)
 
 
 CPU_MAX_MINUTES = 8.5  # the default CPU run ends within 10 min: start, last validation, save
@@ -229,7 +268,7 @@ CPU_MAX_MINUTES = 8.5  # the default CPU run ends within 10 min: start, last val
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from napari_unet.core import checkpoint, io, train
+    from napari_unet.core import axes, checkpoint, io, train
     from napari_unet.core.augment import AugmentConfig
     from napari_unet.core.device import resolve_device
 
@@ -239,8 +278,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.start:
         checkpoint.read_metadata(args.start)  # a bad model file fails before any progress bar
-    image, labels = io.read(args.image), io.as_labels(io.read(args.labels), name=args.labels)
-    io.check_same_shape(image.shape, labels.shape, image=args.image, labels=args.labels)
+    image = io.read(args.image)
+    labels = io.as_labels(io.read(args.labels), name=args.labels, max_ndim=4)
+    found = axes.parse(args.axes, image.shape, name=args.image)
+    io.check_same_shape(found.labels_shape, labels.shape, image=args.image, labels=args.labels)
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":
         max_minutes = CPU_MAX_MINUTES
@@ -259,7 +300,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     result = train.TrainResult()
-    events = train.training_job(image, labels, config, start_from=args.start, result=result)
+    events = train.training_job(
+        image,
+        labels,
+        config,
+        start_from=args.start,
+        result=result,
+        axes=found.order,
+        channels=axes.parse_channels(args.channels),
+    )
     postfix: dict[str, str] = {}
 
     def on_event(event, bar) -> None:

@@ -53,6 +53,7 @@ class TrainingData:
     validation: ValidationRegion | None = None
     validation_weights: np.ndarray | None = None  # float32 (y1-y0, x1-x0) on the region
     normalisation: dict = field(default_factory=dict)
+    input: dict = field(default_factory=dict)  # axes and channels picked (stored in the model)
 
     @property
     def in_channels(self) -> int:

@@ -84,8 +84,9 @@ def stack_layout(shape: Sequence[int], channels: int, name: str = "image") -> St
     if channels == 1:
         if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
             raise InputError(
-                f"{name}: shape {shape} looks like an RGB image; the model wants one "
-                "grayscale channel. Convert it to grayscale or split the channels first."
+                f"{name}: the model takes 1 channel but the image has {shape[-1]} "
+                f"(shape {shape} looks like RGB): use a model trained on colour images, or "
+                "pick one channel"
             )
         if len(shape) == 2:
             return StackLayout(1, shape, None, False)
@@ -106,7 +107,8 @@ def stack_layout(shape: Sequence[int], channels: int, name: str = "image") -> St
     if plane[-1] == channels:
         return StackLayout(shape[0] if is_stack else 1, plane[:2], 2, is_stack)
     raise InputError(
-        f"{name}: the model wants {channels} channels; shape {shape} has no axis of that size"
+        f"{name}: the model takes {channels} channels but shape {shape} has no axis of "
+        "that size: pick an image with as many channels (or say its axes)"
     )
 
 
@@ -235,10 +237,18 @@ def prediction_job(
     model: str | Path | tuple[Any, dict],
     image: Any,
     config: PredictConfig = PredictConfig(),
+    axes: str | None = None,
+    channels: Sequence[int] | None = None,
     **options: Any,
 ) -> Generator[Progress | SliceResult, None, Prediction]:
     """The one prediction entry point of the docks and the CLI: load ``model`` (a model
-    file, or a (net, metadata) pair), then `predict_stack` (``options`` are its keywords)."""
+    file, or a (net, metadata) pair), then `predict_stack` (``options`` are its keywords).
+
+    With ``axes`` (letters of TZCYX, e.g. "TZCYX", "YXC") and/or ``channels`` (indices
+    into C, in the model's order) any layout of `core.axes` is accepted; labels come back
+    in the image's order without C. Stitching (``config.stitch_threshold``) applies to Z
+    only: time-lapse frames keep their own ids.
+    """
     from napari_unet.core import checkpoint
 
     if isinstance(model, tuple):
@@ -247,4 +257,76 @@ def prediction_job(
         raise InputError("Choose a model file (.safetensors) first.")
     else:
         net, metadata = checkpoint.load(model)
-    return (yield from predict_stack(net, metadata, image, config, **options))
+    if axes is None and channels is None:
+        return (yield from predict_stack(net, metadata, image, config, **options))
+    return (yield from _predict_axes(net, metadata, image, config, axes, channels, **options))
+
+
+def check_channels(model_channels: int, image_channels: int, name: str, detail: str = "") -> None:
+    """One message naming both counts when a model meets an image of another channel count."""
+    if model_channels != image_channels:
+        raise InputError(
+            f"{name}: the model takes {model_channels} channel(s) but the image has "
+            f"{image_channels}{detail}; pick {model_channels} channel(s) (CLI --channels) "
+            "or use a model trained on such images"
+        )
+
+
+def _predict_axes(
+    net: Any,
+    metadata: dict,
+    image: Any,
+    config: PredictConfig,
+    axes: str | None,
+    channels: Sequence[int] | None,
+    name: str = "image",
+    keep_foreground: bool = False,
+) -> Generator[Progress | SliceResult, None, Prediction]:
+    """Any (T, Z, C, Y, X) layout: one `predict_stack` per time point of a T + Z stack."""
+    from dataclasses import replace
+
+    from napari_unet.core import axes as axes_
+
+    in_channels = int(net.config["in_channels"])
+    found = axes_.parse(axes, np.shape(image), in_channels, name)
+    remembered = metadata.get("input", {}).get("channel_indices")
+    if channels is None and remembered and found.channels != in_channels:
+        channels = remembered  # the channels the model was trained on
+    x = axes_.pick_channels(axes_.to_tzcyx(image, found), channels, name)
+    check_channels(in_channels, x.shape[2], name, f" (axes {found.order}, shape {found.shape})")
+    if not found.is_z_stack:
+        config = replace(config, stitch_threshold=0.0)
+    n_t, n_z = x.shape[:2]
+    # A Z-less time-lapse is one stack of frames; a T + Z stack one Z stack per time point.
+    blocks = [x[:, 0]] if n_z == 1 else [x[t] for t in range(n_t)]
+    labels = np.zeros((n_t, n_z, *x.shape[-2:]), np.uint32)  # (T, Z, Y, X)
+    foreground = np.zeros(labels.shape, np.float32) if keep_foreground else None
+    for b, block in enumerate(blocks):
+        block = block[:, 0] if in_channels == 1 else block  # (N, Y, X) or (N, C, Y, X)
+        job = predict_stack(
+            net, metadata, block, config, keep_foreground=keep_foreground, name=name
+        )
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if isinstance(event, Progress) and len(blocks) > 1:
+                per = event.tiles_total
+                event = Progress(
+                    b * n_z + event.slice_index,
+                    b * n_z + event.slices_done,
+                    n_t * n_z,
+                    b * per + event.tiles_done,
+                    len(blocks) * per,
+                )
+            yield event
+        where = (slice(None), 0) if n_z == 1 else (b,)
+        labels[where] = result.labels
+        if foreground is not None:
+            foreground[where] = result.foreground
+    out = axes_.tzyx_to_labels(labels, found)
+    out = out.astype(np.min_scalar_type(max(int(out.max()), 1)))
+    fg = None if foreground is None else axes_.tzyx_to_labels(foreground, found)
+    return Prediction(out, fg)

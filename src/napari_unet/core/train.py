@@ -13,7 +13,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_unet.core import axes as axes_
 from napari_unet.core import checkpoint, metrics, postprocess, tiling
 from napari_unet.core.annotations import Box
 from napari_unet.core.augment import AugmentConfig, augment
 from napari_unet.core.data import TileSampler, TrainingData
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
-from napari_unet.core.io import InputError
+from napari_unet.core.io import InputError, as_labels
 from napari_unet.core.model import UNet, check_preset
 from napari_unet.core.presets import (
     ADAMW,
@@ -467,6 +468,7 @@ class _Run:
         best = next((v for v in self.validations if v["step"] == result.best_step), {})
         result.metadata = {
             "normalisation": dict(data.normalisation),
+            "input": dict(data.input),
             "classes": checkpoint.CLASSES.get(self.net.n_classes),
             "training": {
                 **self.parent,
@@ -532,6 +534,34 @@ def train(
     return run.finish()
 
 
+def _channels_of(start_from: UNet | str | Path | None) -> int | None:
+    return int(start_from.in_channels) if isinstance(start_from, UNet) else None
+
+
+def _training_data(
+    image: np.ndarray,
+    labels: np.ndarray,
+    regions: list[Box] | None,
+    axes: str | None,
+    channels: Sequence[int] | None,
+    start_from: UNet | str | Path | None,
+) -> TrainingData:
+    """(T, Z, C, Y, X) -> the (N, C, Y, X) slices and (N, Y, X) labels `TrainingData` takes."""
+    found = axes_.parse(axes, np.shape(image), _channels_of(start_from))
+    x = axes_.pick_channels(axes_.to_tzcyx(image, found), channels)
+    if found.order in ("YX", "ZYX") and channels is None:  # as given: 2D keeps its slice 0
+        return TrainingData.from_arrays(image, labels, regions=regions)
+    y = axes_.labels_to_tzyx(as_labels(labels, "labels", max_ndim=4), found)
+    n = x.shape[0] * x.shape[1]
+    stack = x.reshape(n, *x.shape[2:])
+    return TrainingData.from_arrays(
+        stack[:, 0] if stack.shape[1] == 1 else stack,
+        y.reshape(n, *y.shape[2:]),
+        regions=regions,
+        channels=stack.shape[1],
+    )
+
+
 def training_job(
     image: np.ndarray,
     labels: np.ndarray,
@@ -540,6 +570,9 @@ def training_job(
     regions: list[Box] | None = None,
     stop: threading.Event | None = None,
     result: TrainResult | None = None,
+    axes: str | None = None,
+    channels: Sequence[int] | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> Generator[Step | Validation, None, Trained | None]:
     """The one training entry point of the docks and the CLI: targets and weight maps of
     ``labels`` (inside ``regions`` when given), then `train`; returns the best model.
@@ -549,11 +582,22 @@ def training_job(
     ``stop`` set: ends after the current step, keeping the best model. ``result`` (if
     given) is kept up to date, so a caller interrupted mid-step still has the best model.
     Returns None when stopped before the first step.
+
+    ``axes`` (letters of TZCYX; guessed when None: YX, ZYX, RGB as YXC) and ``channels``
+    (indices into C) say where the channels are; every T/Z slice with labels trains. The
+    model's input channels are the picked ones; they are stored in its metadata
+    ("input", with ``channel_names``) so prediction offers the same.
     """
     stop = stop or threading.Event()
     config = config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
     config.check()
-    data = TrainingData.from_arrays(image, labels, regions=regions)
+    data = _training_data(image, labels, regions, axes, channels, start_from)
+    data.input = {
+        "axes": axes_.parse(axes, np.shape(image), _channels_of(start_from)).order,
+        "channels": data.in_channels,
+        "channel_indices": None if channels is None else [int(c) for c in channels],
+        "channel_names": None if channel_names is None else [str(n) for n in channel_names],
+    }
     if stop.is_set():
         return None
     if isinstance(start_from, torch.nn.Module):
