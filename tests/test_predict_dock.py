@@ -134,11 +134,14 @@ def test_a_missing_model_file_is_reported_and_nothing_is_added(
     assert [layer.name for layer in viewer.layers] == ["cells"]
 
 
-def test_an_rgb_image_is_refused_before_anything_runs(make_napari_viewer, qtbot):
+def test_a_gray_model_on_an_rgb_image_is_refused_before_anything_runs(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="photo", rgb=True)
     _session.set_current_model(threshold_unet(), METADATA)
     dock = PredictDock(viewer)
     dock.run_button.click()
-    assert dock.worker is None and "RGB" in dock.status.text()
+    assert dock.worker is None
+    assert "takes 1 channel(s) but the image has 3 (photo R, photo G, photo B)" in (
+        dock.status.text()
+    )
     assert [layer.name for layer in viewer.layers] == ["photo"]

@@ -30,7 +30,9 @@ from qtpy.QtWidgets import (
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError
 from napari_unet.core.presets import AUTO
+from napari_unet.core.stitch import STITCH_THRESHOLD
 from napari_unet.widgets import _session
+from napari_unet.widgets._channels import ChannelPicker, gather
 from napari_unet.widgets._common import (
     core_job,
     fill_combo,
@@ -70,6 +72,7 @@ class PredictDock(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image_combo = QComboBox()
+        self.channels = ChannelPicker()
         self.model_combo = QComboBox()
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("path/to/model.safetensors")
@@ -96,6 +99,16 @@ class PredictDock(QWidget):
             "elongated cells"
         )
         self.show_foreground = QCheckBox("Also show the cell probability")
+        self.link_z = QCheckBox("Link objects across Z into 3D objects, overlap ≥")
+        self.link_z.setChecked(True)
+        self.link_z.setToolTip(
+            "Z stacks: an object takes the id of the object it overlaps in the slice above "
+            "(overlap = share of the smaller one). Off, or a time-lapse: ids per slice"
+        )
+        self.stitch_threshold = QDoubleSpinBox()
+        self.stitch_threshold.setRange(0.05, 1.0)
+        self.stitch_threshold.setSingleStep(0.05)
+        self.stitch_threshold.setValue(STITCH_THRESHOLD)
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -107,6 +120,7 @@ class PredictDock(QWidget):
         path_row.addWidget(self.browse_button)
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
+        form.addRow("+ channels", self.channels)
         form.addRow("Model", self.model_combo)
         form.addRow("", path_row)
         form.addRow("Predict", self.scope_combo)
@@ -121,6 +135,10 @@ class PredictDock(QWidget):
         layout.addWidget(self.tta)
         layout.addWidget(self.split_merged)
         layout.addWidget(self.show_foreground)
+        link_row = QHBoxLayout()
+        link_row.addWidget(self.link_z)
+        link_row.addWidget(self.stitch_threshold)
+        layout.addLayout(link_row)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addStretch()
@@ -134,6 +152,9 @@ class PredictDock(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._model_source_changed)
+        self.image_combo.currentTextChanged.connect(
+            lambda name: self.channels.offer(self.viewer, name)
+        )
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._disconnect_session = _session.on_model_changed(self._refresh_models)
@@ -148,6 +169,7 @@ class PredictDock(QWidget):
             n for n in layer_choices(self.viewer, "image") if not n.endswith(FOREGROUND_SUFFIX)
         ]
         fill_combo(self.image_combo, names)
+        self.channels.offer(self.viewer, self.image_combo.currentText())
 
     def _refresh_models(self) -> None:
         current = self.model_combo.currentText()
@@ -168,6 +190,16 @@ class PredictDock(QWidget):
     def _model_source_changed(self, source: str) -> None:
         self.model_path.setEnabled(source == FILE)
         self.browse_button.setEnabled(source == FILE)
+        if source == SESSION and _session.current_model() is not None:
+            self.offer_channels(_session.current_model()[1])
+
+    def offer_channels(self, metadata: dict) -> None:
+        """Pick the layers a model was trained on (by name) when they are open."""
+        names = (metadata.get("input") or {}).get("channel_names") or []
+        if len(names) > 1 and names[0] in layer_choices(self.viewer, "image"):
+            self.image_combo.setCurrentText(names[0])
+            self.channels.offer(self.viewer, names[0])
+            self.channels.tick(names[1:])
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -182,10 +214,12 @@ class PredictDock(QWidget):
 
     # --- run -------------------------------------------------------------------------
 
-    def config(self):
+    def config(self, time_lapse: bool = False):
         from napari_unet.core.predict import PredictConfig
 
+        link = self.link_z.isChecked() and not time_lapse
         return PredictConfig(
+            stitch_threshold=self.stitch_threshold.value() if link else 0.0,
             tile_size=self.tile_size.value() or None,
             tta=self.tta.isChecked(),
             threshold=self.threshold.value(),
@@ -201,19 +235,24 @@ class PredictDock(QWidget):
             return
         source = self.model_combo.currentText()
         path = str(_starter_path() or "") if source == STARTER else self.model_path.text().strip()
-        image = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         try:  # cheap checks (file header, shapes) here, so mistakes never reach the worker
-            self._check(source, path, image, layer.name)
+            picked = gather(self.viewer, layer, self.channels.ticked())
+            self._check(source, path, picked, layer.name)
         except InputError as exc:
             report_error(exc)
             self.status.setText(str(exc))
             return
-        is_stack = len(image.shape) == 3 and not layer.rgb
-        slices = None
-        if is_stack and self.scope_combo.currentText() == CURRENT:
+        image, shape = picked.data, picked.labels_shape
+        is_stack = len(shape) == 3
+        slices, options = None, {}
+        if picked.axes is not None:  # channels: the whole image (any layout)
+            options = {"axes": picked.axes}
+        elif is_stack and self.scope_combo.currentText() == CURRENT:
             index = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
             slices = [min(max(index, 0), image.shape[0] - 1)]
-        labels, foreground = self._outputs(layer, image, is_stack, fresh=slices is None)
+        if picked.axes is None:
+            options = {"slices": slices}
+        labels, foreground = self._outputs(layer, shape, is_stack, fresh=slices is None)
         self._target = (layer, labels, foreground)
         self._done = False
         self.run_button.setEnabled(False)
@@ -224,10 +263,10 @@ class PredictDock(QWidget):
             PREDICTION_JOB,
             model,
             image,
-            self.config(),
-            slices=slices,
-            labels_out=labels,
-            foreground_out=foreground,
+            self.config(picked.time_lapse),
+            **options,
+            **({} if picked.axes else {"labels_out": labels, "foreground_out": foreground}),
+            keep_foreground=foreground is not None,
             name=layer.name,
             on_yield=self._on_event,
             on_return=self._on_done,
@@ -236,9 +275,9 @@ class PredictDock(QWidget):
         self.worker.errored.connect(lambda exc: self.status.setText(str(exc)))
 
     @staticmethod
-    def _check(source: str, path: str, image: Any, name: str) -> None:
-        from napari_unet.core import checkpoint
-        from napari_unet.core.predict import stack_layout
+    def _check(source: str, path: str, picked: Any, name: str) -> None:
+        from napari_unet.core import axes, checkpoint
+        from napari_unet.core.predict import check_channels, stack_layout
 
         if source == SESSION:
             current = _session.current_model()
@@ -249,11 +288,19 @@ class PredictDock(QWidget):
             raise InputError("Choose a model file (.safetensors) first.")
         else:
             architecture = checkpoint.read_metadata(path)["architecture"]
-        stack_layout(image.shape, int(architecture.get("in_channels", 1)), name)
+        in_channels = int(architecture.get("in_channels", 1))
+        if picked.axes is None:
+            try:
+                stack_layout(picked.data.shape, in_channels, name)
+            except InputError:
+                check_channels(in_channels, 1, name, " (tick more layers as channels)")
+                raise
+        else:
+            found = axes.parse(picked.axes, picked.data.shape, in_channels, name)
+            check_channels(in_channels, found.channels, name, f" ({', '.join(picked.names)})")
 
-    def _outputs(self, layer, image, is_stack: bool, fresh: bool):
+    def _outputs(self, layer, shape: tuple[int, ...], is_stack: bool, fresh: bool):
         """Arrays the worker writes slice by slice; one slice keeps the other slices' labels."""
-        shape = tuple(image.shape[:3] if is_stack else image.shape[:2])
         stack_shape = shape if is_stack else (1, *shape)
         labels = np.zeros(stack_shape, np.uint32)
         name = labels_name(layer.name)
@@ -300,7 +347,7 @@ class PredictDock(QWidget):
         if self._target is None:
             return
         layer, labels, foreground = self._target
-        is_stack = len(layer.data.shape) == 3 and not layer.rgb
+        is_stack = labels.shape[0] > 1 or layer.ndim == 3
         scale = tuple(layer.scale[-3:] if is_stack else layer.scale[-2:])
         translate = tuple(layer.translate[-3:] if is_stack else layer.translate[-2:])
         view = labels if is_stack else labels[0]
@@ -325,6 +372,13 @@ class PredictDock(QWidget):
 
     def _on_done(self, prediction) -> None:
         self._done = True
+        if self._target is not None:  # the channels path returns its labels at the end
+            _, labels, foreground = self._target
+            if prediction.labels is not labels:
+                labels[:] = np.asarray(prediction.labels).reshape(labels.shape)
+                self._cells = int(labels.max())
+            if foreground is not None and prediction.foreground is not None:
+                foreground[:] = np.asarray(prediction.foreground).reshape(foreground.shape)
         self._show_layers()
         self.status.setText(
             f"Done: {self._cells} cells. Correct them with the Annotate dock if needed."

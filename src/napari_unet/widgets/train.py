@@ -43,6 +43,7 @@ from napari_unet.core.presets import (
     default_preset,
 )
 from napari_unet.widgets import _session
+from napari_unet.widgets._channels import ChannelPicker, gather
 from napari_unet.widgets._common import (
     core_job,
     fill_combo,
@@ -96,6 +97,7 @@ class TrainDock(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image_combo = QComboBox()
+        self.channels = ChannelPicker()
         self.labels_combo = QComboBox()
         self.regions_combo = QComboBox()
         self.regions_combo.setToolTip("Rectangles drawn in the Annotate dock: train inside them")
@@ -137,6 +139,7 @@ class TrainDock(QWidget):
         file_row.addWidget(self.browse_button)
         form = QFormLayout()
         form.addRow("Image", self.image_combo)
+        form.addRow("+ channels", self.channels)
         form.addRow("Labels", self.labels_combo)
         form.addRow("Regions", self.regions_combo)
         form.addRow("Model", self.model_combo)
@@ -180,6 +183,9 @@ class TrainDock(QWidget):
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self.image_combo.currentTextChanged.connect(
+            lambda name: self.channels.offer(self.viewer, name)
+        )
         self._refresh_choices()
         self._on_model_choice(self.model_combo.currentText())
         self._set_running(False)
@@ -229,6 +235,7 @@ class TrainDock(QWidget):
     def _refresh_choices(self, event=None) -> None:
         images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
         fill_combo(self.image_combo, images)
+        self.channels.offer(self.viewer, self.image_combo.currentText())
         fill_combo(self.labels_combo, layer_choices(self.viewer, "labels"))
         shapes = layer_choices(self.viewer, "shapes")
         from napari_unet.widgets.annotate import REGIONS_LAYER
@@ -291,7 +298,7 @@ class TrainDock(QWidget):
         if self._worker is not None:
             return
         try:
-            job_args = self._job_arguments(resume)
+            job_args, job_options = self._job_arguments(resume)
         except InputError as exc:
             report_error(exc)
             return
@@ -307,23 +314,23 @@ class TrainDock(QWidget):
         self._worker = start_job(
             TRAINING_JOB,
             *job_args,
+            **job_options,
             stop=self._stop,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
         )
 
-    def _job_arguments(self, resume: bool) -> tuple:
+    def _job_arguments(self, resume: bool) -> tuple[tuple, dict]:
         image_layer = layer_named(self.viewer, self.image_combo.currentText())
         labels_layer = layer_named(self.viewer, self.labels_combo.currentText())
         if image_layer is None:
             raise InputError("Image: open an image to train on")
         if labels_layer is None:
             raise InputError("Labels: create a labels layer and paint a few cells first")
-        if getattr(image_layer, "rgb", False):
-            raise InputError(f"Image {image_layer.name!r} is RGB; the U-Net wants one channel")
+        picked = gather(self.viewer, image_layer, self.channels.ticked())
         check_same_shape(
-            image_layer.data.shape,
+            picked.labels_shape,
             labels_layer.data.shape,
             image=image_layer.name,
             labels=labels_layer.name,
@@ -347,8 +354,10 @@ class TrainDock(QWidget):
         else:
             preset, start_from = self._start_from()
         self._image_layer = image_layer
-        image = np.asarray(image_layer.data)
-        return image, labels, self._settings(preset), start_from, boxes
+        image = np.asarray(picked.data)
+        axes = picked.axes or ("TYX" if picked.time_lapse else None)
+        options = {"axes": axes, "channel_names": picked.names}
+        return (image, labels, self._settings(preset), start_from, boxes), options
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
