@@ -167,7 +167,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     from napari_unet.core.postprocess import MIN_SIZE_PX, THRESHOLD
     from napari_unet.core.stitch import STITCH_THRESHOLD
 
-    p.add_argument("model", help="model file (.safetensors) written by `napari-unet train`")
+    p.add_argument("model", help="model file (.safetensors) or bioimage.io package (.zip)")
     p.add_argument("image", help="image (tif, png, npy): 2D or a (Z, Y, X) / (T, Y, X) stack")
     p.add_argument("-o", "--output", required=True, help="instance labels to write (.tif/.npy)")
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (default: from memory)")
@@ -337,6 +337,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(p: argparse.ArgumentParser) -> None:
+    from napari_unet.core.export import DEFAULT_LICENSE
+
+    p.add_argument("model", help="model file (.safetensors) or bioimage.io package to export")
+    p.add_argument("-o", "--output", required=True, help="package to write (NAME.zip)")
+    p.add_argument("--name", help="model name shown by the model zoo (default: from NAME)")
+    p.add_argument("--description", help="one-sentence description")
+    p.add_argument("--author", action="append", help="author name (repeat for several)")
+    p.add_argument("--license", default=DEFAULT_LICENSE, help="SPDX id (default: %(default)s)")
+    p.add_argument("--no-onnx", action="store_true", help="leave out the ONNX weights")
+    p.add_argument("--no-check", action="store_true", help="skip the bioimageio test run")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from napari_unet.core import export
+
+    if Path(args.output).suffix.lower() != ".zip":
+        raise InputError(f"{args.output}: a bioimage.io package is a .zip file")
+    events = export.export_file(
+        args.model,
+        args.output,
+        name=args.name,
+        description=args.description,
+        authors=args.author,
+        license=args.license,
+        onnx=not args.no_onnx,
+        check=not args.no_check,
+    )
+    result = drive(events, None, "export")
+    for note in result.notes:
+        print(note, file=sys.stderr)
+    test = "" if result.test_status is None else f"; bioimageio test {result.test_status}"
+    formats = ", ".join(result.weight_formats)
+    print(f"saved {result.path} ({formats}{test})", file=sys.stderr)
+    return 0
+
+
 # (name, help, add_arguments, run), in the order `napari-unet --help` lists them.
 COMMANDS: list[
     tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -345,6 +384,7 @@ COMMANDS: list[
     ("evaluate", "score predicted labels against ground truth", _add_evaluate, _cmd_evaluate),
     ("predict", "labels of an image or stack, tile by tile", _add_predict, _cmd_predict),
     ("train", "train or fine-tune a U-Net on (sparse) labels", _add_train, _cmd_train),
+    ("export", "write a bioimage.io model package (.zip)", _add_export, _cmd_export),
 ]
 
 

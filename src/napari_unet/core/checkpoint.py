@@ -81,10 +81,14 @@ def save(path: str | Path, net: torch.nn.Module, metadata: dict[str, Any] | None
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a model file without loading its weights."""
+    """The metadata of a model file (or bioimage.io package) without loading its weights."""
     from safetensors import safe_open
 
+    from napari_unet.core import export
+
     path = Path(path)
+    if export.is_package(path):
+        return export.read_package_metadata(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file")
     try:
@@ -109,10 +113,17 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
-    """Rebuild the UNet stored in ``path`` on ``device``, in eval mode, with its metadata."""
+    """Rebuild the UNet stored in ``path`` on ``device``, in eval mode, with its metadata.
+
+    ``path`` may also be a bioimage.io package (zip or folder) of a napari-unet U-Net.
+    """
     from safetensors.torch import load_file
 
+    from napari_unet.core import export
+
     path = Path(path)
+    if export.is_package(path):
+        return export.load_package(path, device)
     meta = read_metadata(path)
     try:
         net = UNet(**meta["architecture"])

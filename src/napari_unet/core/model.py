@@ -9,7 +9,7 @@ Training and tiling live elsewhere (`train.py`, `tiling.py`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -106,6 +106,21 @@ def nearest_valid_input_size(n: int, depth: int) -> int:
     smallest = _input_from_bottom(_smallest_bottom(depth), depth)
     k = max(0, math.floor((n - smallest) / step + 0.5))
     return smallest + k * step
+
+
+def context_margin_px(depth: int, padding: str = "valid") -> int:
+    """Context pixels an output pixel needs on each side (the valid-padding shrink / 2).
+
+    A same-padding pixel can see up to ``pool - 1`` px further (its 2x2 pooling partners),
+    and tiles must stay on the pooling grid: margin + pool - 1, rounded up to a multiple
+    of ``pool = 2 ** (depth - 1)``.
+    """
+    smallest_in = nearest_valid_input_size(1, depth)
+    margin = (smallest_in - valid_output_size(smallest_in, depth)) // 2
+    if padding == "valid":
+        return margin
+    step = 2 ** (depth - 1)
+    return step * math.ceil((margin + step - 1) / step)
 
 
 def _he_normal_(weight: torch.Tensor, fan_in: int) -> None:
@@ -250,6 +265,59 @@ class UNet(nn.Module):
             skip = _center_crop(skips.pop(), x.shape[-2], x.shape[-1])
             x = block(torch.cat([skip, x], dim=1))
         return self.head(x)
+
+
+class HaloGeometry(NamedTuple):
+    """How `MirroredUNet` pads and crops, and the halo tiling consumers crop (pixels)."""
+
+    halo: int
+    pad_before: int
+    pad_after: int
+    crop_before: int
+    crop_after: int
+
+
+def halo_geometry(depth: int, padding: str = "valid") -> HaloGeometry:
+    """Padding, cropping and halo that make a halo-tiled prediction equal napari-unet's.
+
+    A halo-tiling consumer (bioimage.io) pads the image by ``halo``, cuts tiles of a
+    multiple of the pooling factor overlapping by 2 * halo, and crops ``halo`` from each
+    output. `MirroredUNet` mirror-pads each tile so its output has the tile's size. The
+    numbers are chosen so that every tile sees the pooling grid of napari-unet's own
+    tiling (strides and total shift are multiples of the pooling factor) and no kept
+    pixel sees the tile's mirrored border: the result is seam-free and identical.
+    """
+    step = 2 ** (depth - 1)
+    margin = context_margin_px(depth, padding)
+    if padding == "same":
+        return HaloGeometry(margin, margin, margin, margin, margin)
+    extra = (nearest_valid_input_size(1, depth) - 2 * margin) % step  # tiles: multiples of step
+    total = 2 * margin + extra
+    for halo in range(margin, margin + 2 * step + 1):
+        if (2 * halo) % step:
+            continue
+        for before in range(total + 1):
+            if (halo + before - margin) % step:
+                continue
+            for crop in range(extra + 1):
+                shift = before - crop  # input pixels left of an output pixel's context
+                if halo >= shift and halo >= 2 * margin - shift:
+                    return HaloGeometry(halo, before, total - before, crop, extra - crop)
+    raise AssertionError(f"no halo geometry for a depth-{depth} U-Net")  # pragma: no cover
+
+
+class MirroredUNet(UNet):
+    """`UNet` whose output has the input's size (a multiple of the pooling factor): the
+    input is mirror-padded and the output cropped as `halo_geometry` says. Same weights
+    and keyword arguments as `UNet`; this is what the bioimage.io export runs.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = halo_geometry(self.depth, self.config["padding"])
+        x = nn.functional.pad(x, (g.pad_before, g.pad_after, g.pad_before, g.pad_after), "reflect")
+        y = super().forward(x)
+        h, w = y.shape[-2] - g.crop_after, y.shape[-1] - g.crop_after
+        return y[..., g.crop_before : h, g.crop_before : w]
 
 
 def build(preset: str = LIGHT, **overrides: Any) -> UNet:

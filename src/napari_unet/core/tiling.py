@@ -52,20 +52,10 @@ class AxisLayout:
 
 
 def margin_px(net: Any) -> int:
-    """Context pixels an output pixel needs on each side (the valid-padding shrink / 2).
+    """Context pixels an output pixel needs on each side (see `model.context_margin_px`)."""
+    from napari_unet.core.model import context_margin_px
 
-    A same-padding pixel can see up to ``pool_factor - 1`` px further (its 2x2 pooling
-    partners), and tiles must stay aligned: margin + pool_factor - 1, rounded up to it.
-    """
-    from napari_unet.core.model import nearest_valid_input_size, valid_output_size
-
-    depth = int(net.config["depth"])
-    smallest_in = nearest_valid_input_size(1, depth)
-    margin = (smallest_in - valid_output_size(smallest_in, depth)) // 2
-    if net.config["padding"] == "valid":
-        return margin
-    step = pool_factor(net)
-    return step * math.ceil((margin + step - 1) / step)
+    return context_margin_px(int(net.config["depth"]), net.config["padding"])
 
 
 def pool_factor(net: Any) -> int:

@@ -203,7 +203,10 @@ class PredictDock(QWidget):
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open a U-Net model", "", "napari-unet models (*.safetensors)"
+            self,
+            "Open a U-Net model",
+            "",
+            "napari-unet models or bioimage.io packages (*.safetensors *.zip)",
         )
         if path:
             self.model_path.setText(path)

@@ -130,6 +130,10 @@ class TrainDock(QWidget):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Train the model trained so far for more steps")
         self.save_button = QPushButton("Save…")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip(
+            "Write a bioimage.io model package (.zip): Fiji, ilastik, ..."
+        )
         self.status = QLabel("Annotate a few cells, then press Start.")
         self.status.setWordWrap(True)
         self.figure, self.canvas, self.lines = self._make_plot()
@@ -151,7 +155,13 @@ class TrainDock(QWidget):
         form.addRow("Validate every", self.validate_every)
         form.addRow("Device", self.device)
         buttons = QHBoxLayout()
-        for button in (self.start_button, self.stop_button, self.resume_button, self.save_button):
+        for button in (
+            self.start_button,
+            self.stop_button,
+            self.resume_button,
+            self.save_button,
+            self.export_button,
+        ):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -179,6 +189,7 @@ class TrainDock(QWidget):
         self.resume_button.clicked.connect(lambda: self.start(resume=True))
         self.stop_button.clicked.connect(self.stop)
         self.save_button.clicked.connect(self._ask_save)
+        self.export_button.clicked.connect(self._ask_export)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
@@ -252,7 +263,10 @@ class TrainDock(QWidget):
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Model to start from", "", "napari-unet model (*.safetensors)"
+            self,
+            "Model to start from",
+            "",
+            "napari-unet model or bioimage.io package (*.safetensors *.zip)",
         )
         if path:
             self.model_file.setText(path)
@@ -370,6 +384,7 @@ class TrainDock(QWidget):
         self.stop_button.setEnabled(running)
         self.resume_button.setEnabled(not running and self._finished is not None)
         self.save_button.setEnabled(not running and self._finished is not None)
+        self.export_button.setEnabled(not running and self._finished is not None)
 
     def _on_event(self, event) -> None:
         from napari_unet.core.train import Step, Validation
@@ -486,6 +501,42 @@ class TrainDock(QWidget):
             return None
         self.status.setText(f"Saved {written} ({time.perf_counter() - started:.1f} s).")
         return written
+
+    def _ask_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export bioimage.io package", "model.zip", "bioimage.io package (*.zip)"
+        )
+        if path:
+            self.export(path)
+
+    def export(self, path: str | Path):
+        """Write the latest trained model as a bioimage.io package (checked) in a worker."""
+        from napari_unet.core.export import export_iter
+
+        if self._finished is None:
+            report_error(InputError("Export: train a model first"))
+            return None
+        path = Path(path)
+        if path.suffix.lower() != ".zip":
+            path = path.with_name(path.name + ".zip")
+        self.export_button.setEnabled(False)
+        self.status.setText(f"Exporting {path.name} and test-running it with bioimageio…")
+
+        def done(result) -> None:
+            notes = "".join(f" {note}" for note in result.notes)
+            self.status.setText(
+                f"Exported {result.path} ({', '.join(result.weight_formats)}; bioimageio "
+                f"test {result.test_status}).{notes}"
+            )
+
+        return start_job(
+            export_iter,
+            self._finished.net,
+            self._finished.metadata,
+            path,
+            on_return=done,
+            on_finish=lambda: self._set_running(self._worker is not None),
+        )
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
         self._stop.set()
