@@ -124,3 +124,28 @@ def test_z_stack_is_linked_in_3d_and_a_time_lapse_keeps_per_frame_ids(make_napar
     assert len(np.unique(np.asarray(z.data)[np.asarray(z.data) > 0])) == 1
     np.testing.assert_allclose(z.scale, (3.0, 0.5, 0.5))  # voxel size kept
     assert len(np.unique(t[t > 0])) == 4
+
+
+def test_evaluate_dock_scores_3d_objects_of_a_z_stack_not_of_a_time_lapse(
+    make_napari_viewer, qtbot
+):
+    from napari_unet.widgets.evaluate import EvaluateDock
+    from test_evaluate_dock import run, table_values
+
+    viewer = make_napari_viewer()
+    truth = np.zeros((4, 32, 32), np.uint16)
+    truth[:, 4:20, 4:20] = 1  # one 3D cell ...
+    cut = truth.copy()
+    cut[2:] *= 2  # ... predicted as two pieces along Z (each slice still matches)
+    viewer.add_labels(cut, name="pred")
+    viewer.add_labels(truth, name="truth")
+    dock = EvaluateDock(viewer)
+    dock.prediction_combo.setCurrentText("pred")
+    dock.truth_combo.setCurrentText("truth")
+    run(dock, qtbot)
+    values = table_values(dock)
+    assert values["ap@0.50"] == "1.0000" and values["splits_3d"] == "1"
+    viewer.layers["truth"].axis_labels = ("t", "y", "x")
+    dock.table.setRowCount(0)
+    run(dock, qtbot)
+    assert "splits_3d" not in table_values(dock)

@@ -32,7 +32,8 @@ class Picked:
 
 def is_time_lapse(layer) -> bool:
     labels = getattr(layer, "axis_labels", ())
-    return len(layer.data.shape) - int(layer.rgb) == 3 and str(labels[0]).lower() in TIME_LABELS
+    ndim = len(layer.data.shape) - int(getattr(layer, "rgb", False))
+    return ndim == 3 and str(labels[0]).lower() in TIME_LABELS
 
 
 class ChannelPicker(QListWidget):

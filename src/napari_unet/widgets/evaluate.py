@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core import metrics
 from napari_unet.core.io import InputError
+from napari_unet.widgets._channels import is_time_lapse
 from napari_unet.widgets._common import (
     layer_choices,
     layer_named,
@@ -148,6 +149,7 @@ class EvaluateDock(QWidget):
             gt,
             pred,
             slices=slices,
+            volume=slices is None and not is_time_lapse(truth),  # Z stacks: 3D objects too
             on_yield=self._on_progress,
             on_return=self._show,
             on_finish=self._on_finish,
