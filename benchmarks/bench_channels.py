@@ -69,7 +69,7 @@ def linking() -> dict:
     return rows
 
 
-def step_time(steps: int = 8) -> dict:
+def step_time(steps: int = 10) -> dict:
     from napari_unet.core import train
 
     gray, labels = touching_cells((256, 256), seed=0)
@@ -81,7 +81,7 @@ def step_time(steps: int = 8) -> dict:
         for event in train.training_job(image, labels, config):
             if isinstance(event, train.Step) and event.step > 2:  # skip warm-up steps
                 times.append(1.0 / event.tiles_per_s)
-        result[name] = float(np.median(times))
+        result[name] = float(np.min(times))  # the least disturbed step (shared CPUs)
     result["ratio"] = round(result["3 channels"] / result["1 channel"], 3)
     return result
 
