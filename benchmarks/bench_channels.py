@@ -7,7 +7,8 @@
 - ``step``: training step time of a 3-channel vs a 1-channel input (light model, CPU).
 - ``dsb``: stained-brightfield RGB nuclei from the DSB 2018 set (``--dsb PATH``, the
   folder with index.csv): `napari-unet train` with its defaults on a few images, then
-  `napari-unet predict` on others, AP@0.5 per image and pooled.
+  `napari-unet predict` on others, AP@0.5 per image and pooled; ``dsb-gray``: the same
+  images as inverted gray, fine-tuning the (gray) starter model.
 
     python benchmarks/bench_channels.py [--cases linking step dsb] [--dsb PATH]
 """
@@ -86,8 +87,19 @@ def step_time(steps: int = 10) -> dict:
     return result
 
 
-def dsb(root: Path, n_train: int = 4, n_test: int = 16, extra: list[str] = ()) -> dict:
+def _inverted_gray(rgb: np.ndarray) -> np.ndarray:
+    """Stained nuclei are dark on a light ground: gray, inverted (bright nuclei)."""
+    from skimage.color import rgb2gray
+
+    return (255 * (1.0 - rgb2gray(rgb[..., :3]))).astype(np.uint8)
+
+
+def dsb(
+    root: Path, n_train: int = 4, n_test: int = 16, extra: list[str] = (), gray: bool = False
+) -> dict:
+    """``gray``: convert to inverted gray and fine-tune the starter model instead."""
     from napari_unet._cli import main as cli
+    from napari_unet.models import starter_model_path
 
     with open(root / "index.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["cls"] == "stained_color_brightfield"]
@@ -96,19 +108,25 @@ def dsb(root: Path, n_train: int = 4, n_test: int = 16, extra: list[str] = ()) -
     train_ids, test_ids = same[:n_train], same[n_train : n_train + n_test]
     work = Path(tempfile.mkdtemp(prefix="bench_channels_"))
     images = np.stack([io.read(root / "images" / f"{i}.tif") for i in train_ids])
+    if gray:
+        images = _inverted_gray(images)
+        extra = [*extra, "--from", str(starter_model_path())]
     labels = np.stack([io.read(root / "labels" / f"{i}.tif") for i in train_ids])
     io.write(work / "train.tif", images)
     io.write(work / "train_labels.tif", labels)
     model = work / "rgb.safetensors"
     started = time.perf_counter()
     args = ["train", str(work / "train.tif"), str(work / "train_labels.tif"), "-o", str(model)]
-    assert cli([*args, "--axes", "TYXC", *extra]) == 0
+    assert cli([*args, "--axes", "TYX" if gray else "TYXC", *extra]) == 0
     train_s = time.perf_counter() - started
     tp = n_gt = n_pred = 0
     per_image = {}
     for i in test_ids:
-        out = work / f"{i}.tif"
-        assert cli(["predict", str(model), str(root / "images" / f"{i}.tif"), "-o", str(out)]) == 0
+        out, source = work / f"{i}.tif", root / "images" / f"{i}.tif"
+        if gray:
+            io.write(work / f"in_{i}.tif", _inverted_gray(io.read(source)))
+            source = work / f"in_{i}.tif"
+        assert cli(["predict", str(model), str(source), "-o", str(out)]) == 0
         gt, pred = io.read(root / "labels" / f"{i}.tif"), io.read(out)
         m = metrics.match(gt, pred)
         k = len(m.matched(0.5))
@@ -127,7 +145,7 @@ def dsb(root: Path, n_train: int = 4, n_test: int = 16, extra: list[str] = ()) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["linking", "step"])
-    parser.add_argument("--dsb", type=Path, help="DSB 2018 folder with index.csv")
+    parser.add_argument("--dsb", type=Path, help="DSB 2018 folder with index.csv (dsb, dsb-gray)")
     parser.add_argument("--n-train", type=int, default=4)
     parser.add_argument("--n-test", type=int, default=16)
     args, extra = parser.parse_known_args()
@@ -140,6 +158,8 @@ def main() -> None:
         if args.dsb is None:
             raise SystemExit("--dsb PATH is needed for the dsb case")
         out["dsb_stained_rgb"] = dsb(args.dsb, args.n_train, args.n_test, extra)
+    if "dsb-gray" in args.cases:
+        out["dsb_stained_gray_starter"] = dsb(args.dsb, args.n_train, args.n_test, extra, True)
     print(json.dumps(out, indent=2))
 
 
