@@ -59,7 +59,7 @@ def main() -> int:
     layer = viewer.add_image(image, **image_kw)
     dock = PredictDock(viewer)
     viewer.window.add_dock_widget(dock, name="Predict", area="right")
-    dock.image_combo.setCurrentText(layer.name)
+    dock.image_picker.value = layer
     if path == starter_model_path():
         dock.model_combo.setCurrentText(STARTER)
     else:
@@ -67,7 +67,7 @@ def main() -> int:
         dock.model_path.setText(str(path))
     dock.run_button.click()
     app = QApplication.instance()
-    while dock.worker is not None or not dock.run_button.isEnabled():
+    while dock.jobs.busy or not dock.run_button.isEnabled():
         app.processEvents()
     labels = viewer.layers[f"{layer.name} U-Net labels"]
     ap50, ap75 = average_precision(truth, np.asarray(labels.data), (0.5, 0.75))

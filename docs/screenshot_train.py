@@ -36,8 +36,8 @@ viewer.add_shapes(
 )
 dock = TrainDock(viewer)
 viewer.window.add_dock_widget(dock, name="Train", area="right")
-dock.image_combo.setCurrentText("cells 2D")
-dock.labels_combo.setCurrentText("cells 2D labels")
+dock.image_picker.value = viewer.layers["cells 2D"]
+dock.labels_picker.value = viewer.layers["cells 2D labels"]
 dock.model_combo.setCurrentText("new light model")
 dock.steps.setValue(STEPS)
 dock.validate_every.setValue(10)
@@ -45,7 +45,7 @@ dock.device.setCurrentText("cpu")
 viewer.window._qt_window.show()
 dock.start()
 started = time.perf_counter()
-while dock._worker is not None:
+while dock.jobs.busy:
     QApplication.processEvents()
     time.sleep(0.02)
 print(f"{time.perf_counter() - started:.0f} s: {dock.status.text()}")

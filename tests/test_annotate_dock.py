@@ -25,7 +25,7 @@ def test_create_labels_layer_matches_image_and_selects_new_cell(viewer_with_imag
     assert not layer.data.any()
     assert layer.selected_label == 1
     assert layer.mode == "paint"
-    assert dock.labels_combo.currentText() == "nuclei annotations"
+    assert dock.labels_picker.current_choice == "nuclei annotations"
     assert "no cells annotated" in dock.status.text()
 
 
@@ -52,7 +52,7 @@ def test_existing_labels_layer_is_attached_never_overwritten(viewer_with_image, 
     viewer.add_labels(painted.copy(), name="nuclei annotations")
     dock = AnnotateDock(viewer)
     qtbot.addWidget(dock)
-    dock.image_combo.setCurrentText("nuclei")
+    dock.image_picker.value = viewer.layers["nuclei"]
     layer = dock.create_labels()
     assert len([ly for ly in viewer.layers if ly.name.startswith("nuclei annotations")]) == 1
     np.testing.assert_array_equal(layer.data, painted)
@@ -66,8 +66,8 @@ def test_mismatched_labels_shape_is_refused_with_a_message(viewer_with_image, qt
     qtbot.addWidget(dock)
     errors = []
     monkeypatch.setattr("napari_unet.widgets.annotate.report_error", errors.append)
-    dock.image_combo.setCurrentText("nuclei")
-    dock.labels_combo.setCurrentText("other")
+    dock.image_picker.value = viewer.layers["nuclei"]
+    dock.labels_picker.value = viewer.layers["other"]
     assert "has shape (100, 120) but image 'nuclei' has (256, 256)" in dock.status.text()
     assert not dock.new_cell_button.isEnabled()
     dock.new_cell()

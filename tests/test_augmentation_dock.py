@@ -9,7 +9,6 @@ from napari_unet.widgets.augmentation import (
     GALLERY,
     GALLERY_LABELS,
     GRID_LINES,
-    NO_LABELS,
     AugmentationDock,
 )
 
@@ -26,7 +25,7 @@ def viewer_with_cells(make_napari_viewer, cells_2d):
 def _preview(dock, qtbot, button=None) -> None:
     with qtbot.waitSignal(dock.status_changed, timeout=20000):
         (button or dock.preview_button).click()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=20000)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=20000)
 
 
 def test_preview_makes_a_gallery_of_n_samples_with_grid(viewer_with_cells, qtbot):
@@ -35,7 +34,7 @@ def test_preview_makes_a_gallery_of_n_samples_with_grid(viewer_with_cells, qtbot
     before_labels = viewer.layers["cells"].data.copy()
     dock = AugmentationDock(viewer)
     qtbot.addWidget(dock)
-    assert dock.labels_combo.currentText() == "cells"
+    assert dock.labels_picker.current_choice == "cells"
     dock.n_samples.setValue(5)
     _preview(dock, qtbot)
 
@@ -55,6 +54,7 @@ def test_preview_makes_a_gallery_of_n_samples_with_grid(viewer_with_cells, qtbot
     assert "5 samples" in dock.status.text()
 
 
+@pytest.mark.slow
 def test_reseed_draws_new_samples_and_switching_off_gives_the_original(viewer_with_cells, qtbot):
     viewer = viewer_with_cells
     dock = AugmentationDock(viewer)
@@ -103,13 +103,13 @@ def test_without_labels_only_images_and_mismatch_is_reported(viewer_with_cells, 
     viewer = viewer_with_cells
     dock = AugmentationDock(viewer)
     qtbot.addWidget(dock)
-    dock.labels_combo.setCurrentText(NO_LABELS)
+    dock.labels_picker.value = None
     dock.n_samples.setValue(3)
     _preview(dock, qtbot)
     assert viewer.layers[GALLERY].data.shape == (3, 96, 96)
     assert GALLERY_LABELS not in viewer.layers
 
     viewer.add_labels(np.zeros((50, 50), np.uint8), name="wrong size")
-    dock.labels_combo.setCurrentText("wrong size")
+    dock.labels_picker.value = viewer.layers["wrong size"]
     _preview(dock, qtbot)
     assert "same shape" in dock.status.text()

@@ -25,9 +25,9 @@ def clean_session():
 
 def _train(viewer, qtbot, image: str, labels: str, extra: list[str] = ()) -> tuple:
     dock = TrainDock(viewer)
-    dock.image_combo.setCurrentText(image)
+    dock.image_picker.value = viewer.layers[image]
     dock.channels.tick(list(extra))
-    dock.labels_combo.setCurrentText(labels)
+    dock.labels_picker.value = viewer.layers[labels]
     dock.model_combo.setCurrentText("new light model")
     dock.steps.setValue(2)
     dock.tile_size.setValue(92)
@@ -35,7 +35,7 @@ def _train(viewer, qtbot, image: str, labels: str, extra: list[str] = ()) -> tup
     dock.validate_every.setValue(2)
     dock.device.setCurrentText("cpu")
     qtbot.mouseClick(dock.start_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
     current = _session.current_model()
     assert current is not None, dock.status.text()
     return current
@@ -43,13 +43,11 @@ def _train(viewer, qtbot, image: str, labels: str, extra: list[str] = ()) -> tup
 
 def _predict(viewer, qtbot, image: str) -> PredictDock:
     dock = PredictDock(viewer)
-    dock.image_combo.setCurrentText(image)
+    dock.image_picker.value = viewer.layers[image]
     dock.tile_size.setValue(92)
     dock.min_size.setValue(1)
     dock.run_button.click()
-    qtbot.waitUntil(
-        lambda: dock.worker is None and dock.run_button.isEnabled(), timeout=TIMEOUT_MS
-    )
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.run_button.isEnabled(), timeout=TIMEOUT_MS)
     return dock
 
 
@@ -85,14 +83,12 @@ def test_two_image_layers_train_as_channels_and_predict_offers_them_again(
     _session.set_current_model(threshold_unet(in_channels=2), metadata)
     viewer.add_image(np.zeros((96, 96), np.float32), name="other")  # a distractor
     dock = PredictDock(viewer)
-    assert dock.image_combo.currentText() == "nuclei"
+    assert dock.image_picker.current_choice == "nuclei"
     assert dock.channels.ticked() == ["membrane"]
     dock.tile_size.setValue(92)
     dock.min_size.setValue(1)
     dock.run_button.click()
-    qtbot.waitUntil(
-        lambda: dock.worker is None and dock.run_button.isEnabled(), timeout=TIMEOUT_MS
-    )
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.run_button.isEnabled(), timeout=TIMEOUT_MS)
     out = np.asarray(viewer.layers["nuclei U-Net labels"].data)
     from napari_unet.core.normalize import normalize
 
@@ -102,7 +98,7 @@ def test_two_image_layers_train_as_channels_and_predict_offers_them_again(
 
     dock.channels.tick([])  # one layer for a 2-channel model: refused, nothing runs
     dock.run_button.click()
-    assert dock.worker is None and "takes 2 channel" in dock.status.text()
+    assert not dock.jobs.busy and "takes 2 channel" in dock.status.text()
 
 
 def test_z_stack_is_linked_in_3d_and_a_time_lapse_keeps_per_frame_ids(make_napari_viewer, qtbot):
@@ -116,9 +112,9 @@ def test_z_stack_is_linked_in_3d_and_a_time_lapse_keeps_per_frame_ids(make_napar
     assert dock.link_z.isChecked()
     dock.tile_size.setValue(60)
     for name in ("z", "t"):
-        dock.image_combo.setCurrentText(name)
+        dock.image_picker.value = viewer.layers[name]
         dock.run_button.click()
-        qtbot.waitUntil(lambda: dock.worker is None and dock.run_button.isEnabled(), timeout=30000)
+        qtbot.waitUntil(lambda: not dock.jobs.busy and dock.run_button.isEnabled(), timeout=30000)
     z = viewer.layers["z U-Net labels"]
     t = np.asarray(viewer.layers["t U-Net labels"].data)
     assert len(np.unique(np.asarray(z.data)[np.asarray(z.data) > 0])) == 1
@@ -140,8 +136,8 @@ def test_evaluate_dock_scores_3d_objects_of_a_z_stack_not_of_a_time_lapse(
     viewer.add_labels(cut, name="pred")
     viewer.add_labels(truth, name="truth")
     dock = EvaluateDock(viewer)
-    dock.prediction_combo.setCurrentText("pred")
-    dock.truth_combo.setCurrentText("truth")
+    dock.prediction_picker.value = viewer.layers["pred"]
+    dock.truth_picker.value = viewer.layers["truth"]
     run(dock, qtbot)
     values = table_values(dock)
     assert values["ap@0.50"] == "1.0000" and values["splits_3d"] == "1"

@@ -24,7 +24,7 @@ def table_values(dock) -> dict[str, str]:
 
 def run(dock, qtbot) -> None:
     dock.evaluate_button.click()
-    qtbot.waitUntil(lambda: dock.worker is None and dock.table.rowCount() > 0, timeout=10000)
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.table.rowCount() > 0, timeout=10000)
 
 
 def test_missing_and_extra_cells_fill_table_and_error_layers(make_napari_viewer, qtbot):
@@ -35,8 +35,8 @@ def test_missing_and_extra_cells_fill_table_and_error_layers(make_napari_viewer,
     viewer.add_labels(gt, name="ground truth")
     viewer.add_labels(pred, name="prediction")
     dock = EvaluateDock(viewer)
-    dock.prediction_combo.setCurrentText("prediction")
-    dock.truth_combo.setCurrentText("ground truth")
+    dock.prediction_picker.value = viewer.layers["prediction"]
+    dock.truth_picker.value = viewer.layers["ground truth"]
     run(dock, qtbot)
 
     values = table_values(dock)
@@ -72,8 +72,8 @@ def test_split_and_merge_layers_and_current_slice(make_napari_viewer, qtbot):
     viewer.add_labels(gt, name="ground truth")
     viewer.add_labels(pred, name="prediction")
     dock = EvaluateDock(viewer)
-    dock.prediction_combo.setCurrentText("prediction")
-    dock.truth_combo.setCurrentText("ground truth")
+    dock.prediction_picker.value = viewer.layers["prediction"]
+    dock.truth_picker.value = viewer.layers["ground truth"]
     run(dock, qtbot)
 
     values = table_values(dock)
@@ -97,8 +97,8 @@ def test_shape_mismatch_is_reported_not_raised(make_napari_viewer, qtbot):
     viewer.add_labels(np.zeros((20, 20), np.uint8), name="ground truth")
     viewer.add_labels(np.zeros((20, 30), np.uint8), name="prediction")
     dock = EvaluateDock(viewer)
-    dock.prediction_combo.setCurrentText("prediction")
-    dock.truth_combo.setCurrentText("ground truth")
+    dock.prediction_picker.value = viewer.layers["prediction"]
+    dock.truth_picker.value = viewer.layers["ground truth"]
     dock.evaluate_button.click()
-    assert "(20, 30)" in dock.status.text() and dock.worker is None
+    assert "(20, 30)" in dock.status.text() and not dock.jobs.busy
     assert "false positives" not in viewer.layers

@@ -39,7 +39,7 @@ def test_predict_dock_predicts_with_a_package(make_napari_viewer, qtbot, tmp_pat
     dock.tile_size.setValue(60)
     dock.min_size.setValue(4)
     dock.run_button.click()
-    qtbot.waitUntil(lambda: dock.worker is None and dock.run_button.isEnabled(), timeout=30000)
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.run_button.isEnabled(), timeout=30000)
     assert _same_partition(np.asarray(viewer.layers["cells U-Net labels"].data), expected)
 
 
@@ -59,7 +59,7 @@ def test_train_dock_exports_its_model_and_fine_tunes_the_package(
     dock.batch_size.setValue(1)
     dock.device.setCurrentText("cpu")
     dock.start_button.click()
-    qtbot.waitUntil(lambda: dock._worker is None and dock.export_button.isEnabled(), timeout=TIMEOUT_MS)  # fmt: skip
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.export_button.isEnabled(), timeout=TIMEOUT_MS)  # fmt: skip
     trained, _ = _session.current_model()
 
     dock.export(tmp_path / "shared")  # what Export… does after its file dialog
@@ -73,7 +73,7 @@ def test_train_dock_exports_its_model_and_fine_tunes_the_package(
     dock.model_combo.setCurrentText("model file")
     dock.model_file.setText(str(package))
     dock.start_button.click()
-    qtbot.waitUntil(lambda: dock._worker is None and dock.save_button.isEnabled(), timeout=TIMEOUT_MS)  # fmt: skip
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.save_button.isEnabled(), timeout=TIMEOUT_MS)  # fmt: skip
     tuned, metadata = _session.current_model()
     assert metadata["training"]["from"] == "shared.zip"
     assert tuned.config == net.config

@@ -82,7 +82,7 @@ def test_train_dock_runs_the_core_job_and_publishes_its_metadata(
     dock.validate_every.setValue(1)
     dock.device.setCurrentText("cpu")
     dock.start()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=180_000)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=180_000)
     assert len(calls) == 1
     published = _session.current_model()[1]
     _session.clear()
@@ -113,7 +113,7 @@ def test_cli_and_dock_predict_through_the_core_job(
     dock.tile_size.setValue(60)
     dock.min_size.setValue(4)
     dock.run_button.click()
-    qtbot.waitUntil(lambda: dock.worker is None and dock.run_button.isEnabled(), timeout=30_000)
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.run_button.isEnabled(), timeout=30_000)
 
     assert len(calls) == 2
     assert [str(c[0][0]) for c in calls] == [str(model)] * 2

@@ -246,17 +246,16 @@ def test_warping_error_of_a_moved_contact_line_is_zero():
     assert metrics.warping_error(gt, np.where(pred > 0, 1, 0)) > 0  # the two cells merged
 
 
-def test_warping_error_is_fast_enough_on_512():
-    import time
-
+def test_a_shift_is_no_topological_error_on_512():
+    """A whole image with hundreds of cells (the size the docks evaluate): a 3-px shift
+    keeps every cell and gap, so the warping error stays far below the pixel error."""
     from napari_unet.core.synthetic import touching_cells
 
     _, gt = touching_cells((512, 512), seed=3)
     pred = np.zeros_like(gt)
     pred[:, 3:] = gt[:, :-3]
-    start = time.perf_counter()
-    metrics.warping_error(gt, pred)
-    assert time.perf_counter() - start < 5.0
+    warping = metrics.warping_error(gt, pred)
+    assert 0.0 <= warping < 0.1 * metrics.pixel_error(gt, pred)
 
 
 # --- stacks and bad input -------------------------------------------------------------------

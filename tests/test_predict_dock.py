@@ -29,7 +29,7 @@ def model_file(tmp_path):
 
 def _run_and_wait(dock, qtbot):
     dock.run_button.click()
-    qtbot.waitUntil(lambda: dock.worker is None and dock.run_button.isEnabled(), timeout=30000)
+    qtbot.waitUntil(lambda: not dock.jobs.busy and dock.run_button.isEnabled(), timeout=30000)
 
 
 def test_predict_from_a_model_file_into_a_new_labels_layer(make_napari_viewer, qtbot, model_file):
@@ -111,7 +111,7 @@ def test_cancel_stops_a_long_stack(make_napari_viewer, qtbot):
     dock.run_button.click()
     qtbot.waitUntil(lambda: dock._progress is not None, timeout=30000)
     dock.cancel_button.click()
-    qtbot.waitUntil(lambda: dock.worker is None, timeout=30000)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=30000)
     assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
     labels = (
         np.asarray(viewer.layers["long U-Net labels"].data)
@@ -134,13 +134,13 @@ def test_a_missing_model_file_is_reported_and_nothing_is_added(
     assert [layer.name for layer in viewer.layers] == ["cells"]
 
 
-def test_a_gray_model_on_an_rgb_image_is_refused_before_anything_runs(make_napari_viewer, qtbot):
+def test_an_rgb_image_is_refused_before_anything_runs(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="photo", rgb=True)
     _session.set_current_model(threshold_unet(), METADATA)
     dock = PredictDock(viewer)
     dock.run_button.click()
-    assert dock.worker is None
+    assert not dock.jobs.busy
     assert "takes 1 channel(s) but the image has 3 (photo R, photo G, photo B)" in (
         dock.status.text()
     )

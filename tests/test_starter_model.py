@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from napari_unet.core import checkpoint
 from napari_unet.core.data import TrainingData
 from napari_unet.core.presets import MODEL_PRESETS
@@ -28,6 +30,7 @@ def _best_iou(data: TrainingData, start_from) -> float:
     return result.best_iou
 
 
+@pytest.mark.slow
 def test_fine_tuning_the_starter_beats_training_from_scratch_for_the_same_steps():
     # An image the starter never saw (its training seeds are 101-104).
     image, labels = touching_cells((128, 128), seed=7)

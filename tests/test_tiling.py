@@ -97,6 +97,7 @@ def _whole_padded_pass(net, image):
     return probs[:, crop : crop + image.shape[-2], crop : crop + image.shape[-1]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("depth", "tile_size"), [(3, 92), (3, 156), (3, 1000), (4, 188)])
 def test_valid_model_tiled_equals_one_pass_over_the_whole_padded_image(depth, tile_size):
     net = _unet(depth)
@@ -113,6 +114,7 @@ def test_image_smaller_than_one_tile():
     np.testing.assert_allclose(probs, _whole_padded_pass(net, image), atol=2e-5)
 
 
+@pytest.mark.slow
 def test_same_padding_model_has_no_seams():
     net = _unet(3, padding="same")
     image = np.random.default_rng(4).random((130, 170)).astype(np.float32)

@@ -86,6 +86,7 @@ def test_learning_rate_warms_up_then_decays():
     assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
+@pytest.mark.slow
 def test_training_from_scratch_clearly_improves_validation_iou():
     image, labels = touching_cells((256, 256), seed=1)
     data = TrainingData.from_arrays(image, labels)
@@ -153,6 +154,7 @@ def test_fine_tune_from_a_model_file_starts_from_its_weights(tmp_path, cells_dat
         assert torch.allclose(a, b.cpu(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_sgd_works(cells_data):
     def run(**changes):
         torch.manual_seed(123)
@@ -226,6 +228,7 @@ def _write_cells(tmp_path, shape=(128, 128)):
     return io.write(tmp_path / "image.tif", image), io.write(tmp_path / "labels.tif", labels)
 
 
+@pytest.mark.slow
 def test_cli_train_writes_a_model_that_loads(tmp_path, capsys):
     from napari_unet._cli import main
 

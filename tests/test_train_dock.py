@@ -81,11 +81,11 @@ def test_training_updates_plot_preview_status_and_publishes_the_model(
     timer.start(20)
 
     dock = _tiny_dock(viewer, steps=6)
-    assert dock.image_combo.currentText() == "cells"
-    assert dock.labels_combo.currentText() == "cells labels"
+    assert dock.image_picker.current_choice == "cells"
+    assert dock.labels_picker.current_choice == "cells labels"
     _click(qtbot, dock.start_button)
     assert not dock.start_button.isEnabled() and dock.stop_button.isEnabled()
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
     timer.stop()
 
     # The GUI thread kept running its event loop; the steps ran on another thread.
@@ -122,7 +122,7 @@ def test_training_updates_plot_preview_status_and_publishes_the_model(
     # Resume continues the same model for more steps; the plot's step axis goes on.
     dock.steps.setValue(3)
     _click(qtbot, dock.resume_button)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
     assert _line_x(dock, "loss") == list(range(1, 10))
     assert _line_x(dock, "iou")[-1] == 9
     assert _session.current_model()[0] is not net
@@ -134,7 +134,7 @@ def test_stop_mid_run_ends_the_worker_and_publishes_a_usable_model(viewer_with_c
     _click(qtbot, dock.start_button)
     qtbot.waitUntil(lambda: len(_line_x(dock, "loss")) >= 1, timeout=TIMEOUT_MS)
     _click(qtbot, dock.stop_button)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
 
     current = _session.current_model()
     assert current is not None
@@ -151,9 +151,9 @@ def test_training_regions_layer_limits_training_and_places_the_preview(viewer_wi
     box = np.array([[8, 10], [8, 70], [72, 70], [72, 10]], dtype=float)  # rows 8:72, cols 10:70
     viewer.add_shapes([box], shape_type="rectangle", name="training regions")
     dock = _tiny_dock(viewer, steps=2, validate_every=2)
-    assert dock.regions_combo.currentText() == "training regions"
+    assert dock.regions_picker.current_choice == "training regions"
     _click(qtbot, dock.start_button)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
 
     preview = viewer.layers["cells" + PREVIEW_SUFFIX]
     rows = round(0.2 * 64)  # bottom band of the box
@@ -169,10 +169,10 @@ def test_start_without_annotations_reports_it_and_enables_start_again(
     viewer.add_image(image, name="cells")
     viewer.add_labels(np.zeros((SIDE_PX, SIDE_PX), np.uint16), name="empty")
     errors = []
-    monkeypatch.setattr("napari_unet.widgets._common.report_error", errors.append)
+    monkeypatch.setattr("napari_unet.widgets._jobs.report_error", errors.append)
     dock = _tiny_dock(viewer, steps=2)
     _click(qtbot, dock.start_button)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
     assert len(errors) == 1 and "nothing is annotated" in str(errors[0])
     assert dock.start_button.isEnabled() and not dock.stop_button.isEnabled()
     assert "cells" + PREVIEW_SUFFIX not in viewer.layers
@@ -189,7 +189,7 @@ def test_mismatched_shapes_and_missing_model_file_are_refused(
     dock = TrainDock(viewer)
     _click(qtbot, dock.start_button)
     assert "'big labels' has shape (80, 80) but image 'small' has (64, 64)" in str(errors[-1])
-    assert dock._worker is None and dock.start_button.isEnabled()
+    assert not dock.jobs.busy and dock.start_button.isEnabled()
 
     viewer.layers["big labels"].data = np.ones((64, 64), np.uint16)
     dock.model_combo.setCurrentText("model file")
@@ -209,7 +209,7 @@ def test_stack_preview_sits_on_the_held_out_slice(make_napari_viewer, qtbot, cel
     viewer.add_labels(sparse, name="stack labels")
     dock = _tiny_dock(viewer, steps=1)
     _click(qtbot, dock.start_button)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
 
     preview = viewer.layers["stack" + PREVIEW_SUFFIX]
     assert preview.data.shape == (1, *image.shape[1:])
@@ -225,7 +225,7 @@ def test_starter_and_model_file_choices_fine_tune_that_model(viewer_with_cells, 
     dock = _tiny_dock(viewer_with_cells, steps=1)
     dock.model_combo.setCurrentText("starter model")
     _click(qtbot, dock.start_button)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
     net, metadata = _session.current_model()
     assert metadata["training"]["from"] == starter_model_path().name
     starter, _ = checkpoint.load(starter_model_path())
@@ -235,7 +235,7 @@ def test_starter_and_model_file_choices_fine_tune_that_model(viewer_with_cells, 
     dock.model_combo.setCurrentText("model file")
     dock.model_file.setText(str(saved))
     _click(qtbot, dock.start_button)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
     assert _session.current_model()[1]["training"]["from"] == "tuned.safetensors"
 
 
@@ -250,7 +250,7 @@ def test_with_a_gpu_the_paper_model_is_the_default_and_trains_on_cuda(viewer_wit
     dock.validate_every.setValue(2)
     dock.device.setCurrentText("cuda")
     _click(qtbot, dock.start_button)
-    qtbot.waitUntil(lambda: dock._worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
     net, metadata = _session.current_model()
     assert metadata["training"]["device"].startswith("cuda")
     assert metadata["architecture"]["base_channels"] == 64

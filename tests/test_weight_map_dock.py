@@ -22,7 +22,7 @@ def viewer_with_cells(make_napari_viewer, cells_2d):
 
 def _wait_idle(dock, qtbot):
     qtbot.waitUntil(
-        lambda: dock._worker is None and not dock._debounce.isActive(), timeout=TIMEOUT_MS
+        lambda: not dock.jobs.busy and not dock._debounce.isActive(), timeout=TIMEOUT_MS
     )
 
 
@@ -31,7 +31,7 @@ def test_moving_w0_updates_the_weight_map(viewer_with_cells, qtbot, cells_2d):
     _, labels = cells_2d
     dock = WeightMapDock(viewer)
     viewer.window.add_dock_widget(dock)
-    assert dock.labels_combo.currentText() == "nuclei"
+    assert dock.labels_picker.current_choice == "nuclei"
     qtbot.waitUntil(lambda: "nuclei weight map" in viewer.layers, timeout=TIMEOUT_MS)
     _wait_idle(dock, qtbot)
     for name in ("nuclei separated target", "nuclei d1", "nuclei d2"):
@@ -99,17 +99,16 @@ def test_stack_current_slice_then_all(make_napari_viewer, qtbot, cells_3d):
 def test_layer_choices_follow_the_viewer(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     dock = WeightMapDock(viewer)
-    assert dock.labels_combo.count() == 0
+    assert dock.labels_picker.choices == ()
     labels = np.zeros((40, 40), np.uint16)
     labels[5:15, 5:15] = 1
     labels[5:15, 15:25] = 2
     viewer.add_labels(labels, name="painted")
-    assert dock.labels_combo.currentText() == "painted"
+    assert dock.labels_picker.current_choice == "painted"
     qtbot.waitUntil(lambda: "painted weight map" in viewer.layers, timeout=TIMEOUT_MS)
     _wait_idle(dock, qtbot)
     # The dock's own labels output is not offered as an input.
-    items = [dock.labels_combo.itemText(i) for i in range(dock.labels_combo.count())]
-    assert items == ["painted"]
+    assert [x.name for x in dock.labels_picker.choices] == ["painted"]
     # Painting a new cell updates the preview.
     viewer.layers["painted"].data = np.where(np.arange(40)[None, :] > 30, 3, labels).astype(
         np.uint16
@@ -119,4 +118,4 @@ def test_layer_choices_follow_the_viewer(make_napari_viewer, qtbot):
         timeout=TIMEOUT_MS,
     )
     viewer.layers.remove("painted")
-    assert dock.labels_combo.count() == 0
+    assert dock.labels_picker.choices == ()

@@ -594,3 +594,14 @@ def format_table(result: dict[str, float]) -> str:
         f"{key:<{width}}  {format_value(value):>8}  {describe(key)}"
         for key, value in result.items()
     )
+
+
+def error_box(evaluation: Evaluation, error: ErrorObject) -> tuple[int, int, int, int]:
+    """Pixel bounding box (y0, x0, y1, x1) of an error object, ends exclusive."""
+    labels = evaluation.error_labels[error.kind]
+    plane = labels if error.slice is None else labels[error.slice]
+    ys, xs = np.nonzero(plane == error.label)
+    if ys.size == 0:  # cannot happen for an error the evaluation listed; be safe
+        y, x = (int(round(c)) for c in error.centroid)
+        return y, x, y + 1, x + 1
+    return int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1

@@ -6,39 +6,36 @@ mode), counts what is annotated and moves between annotated slices.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
+from qtpy.QtWidgets import QFileDialog, QLabel, QPushButton, QSpinBox
+
+from napari_unet.core import annotations, project
+from napari_unet.core.io import InputError
+from napari_unet.widgets._autosave import autosave_for
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._layers import (
+    go_to_plane,
+    grid_problem,
+    kind_of,
+    pixel_shape,
+    plane_index,
 )
 
-from napari_unet.core import annotations
-from napari_unet.widgets._common import fill_combo, layer_choices, layer_named, report_error
-
 REGIONS_LAYER = "training regions"
+labels_shape_for = pixel_shape  # the labels grid of an image layer (no RGB axis)
 
 
-def labels_shape_for(image_layer) -> tuple[int, ...]:
-    """The pixel grid of an image layer: its shape without an RGB(A) axis."""
-    shape = tuple(image_layer.data.shape)
-    return shape[:-1] if getattr(image_layer, "rgb", False) else shape
-
-
-class AnnotateDock(QWidget):
+class AnnotateDock(Dock):
     """Pick an image, attach or create its labels layer, paint cells, see what is annotated."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
+        self.labels_picker = self.picker("labels")
         self.create_button = QPushButton("Create labels layer")
         self.new_cell_button = QPushButton("New cell")
         self.new_cell_button.setToolTip("Select the next free label id and the paint brush")
@@ -51,24 +48,25 @@ class AnnotateDock(QWidget):
         self.regions_button.setToolTip(
             "Draw rectangles: only annotations inside them are used for training"
         )
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.autosave = autosave_for(self.viewer)
+        self.project_label = QLabel("")
+        self.project_label.setWordWrap(True)
+        self.folder_button = QPushButton("Project folder…")
+        self.folder_button.setToolTip("Where annotations and models are saved as you work")
+        self.restore_button = QPushButton("Restore saved annotations")
 
-        form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
-        form.addRow("Brush size", self.brush_size)
-        navigation = QHBoxLayout()
-        navigation.addWidget(self.previous_button)
-        navigation.addWidget(self.next_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.create_button)
-        layout.addWidget(self.new_cell_button)
-        layout.addLayout(navigation)
-        layout.addWidget(self.regions_button)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.add_form(
+            ("Image", self.image_picker),
+            ("Labels", self.labels_picker),
+            ("Brush size", self.brush_size),
+        )
+        self.body.addWidget(self.create_button)
+        self.body.addWidget(self.new_cell_button)
+        self.add_row(self.previous_button, self.next_button)
+        self.body.addWidget(self.regions_button)
+        self.add_row(self.folder_button, self.restore_button)
+        self.body.addWidget(self.project_label)
+        self.end_body()
 
         # Recount at most every 200 ms while the user paints.
         self._recount_timer = QTimer(self)
@@ -83,30 +81,120 @@ class AnnotateDock(QWidget):
         self.previous_button.clicked.connect(lambda: self.jump(-1))
         self.next_button.clicked.connect(lambda: self.jump(+1))
         self.regions_button.clicked.connect(self.add_regions_layer)
-        self.image_combo.currentTextChanged.connect(lambda _: self._on_choice())
-        self.labels_combo.currentTextChanged.connect(lambda _: self._on_choice())
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self.viewer.layers.events.moved.connect(self._refresh_choices)
-        self._refresh_choices()
+        self.folder_button.clicked.connect(self._ask_folder)
+        self.restore_button.clicked.connect(self.restore)
+        self.image_picker.changed.connect(self._on_choice)
+        self.labels_picker.changed.connect(self._on_choice)
+        self.listen(self.autosave.saved, self._on_saved)
+        self.listen(self.autosave.failed, self._on_save_failed)
+        self.listen(self.viewer.layers.events.inserted, self._offer_restore)
+        self._on_choice()
+        self._offer_restore()
 
     # --- layers -------------------------------------------------------------------
     @property
     def image_layer(self):
-        return layer_named(self.viewer, self.image_combo.currentText())
+        return self.image_picker.value
 
     @property
     def labels_layer(self):
-        return layer_named(self.viewer, self.labels_combo.currentText())
+        return self.labels_picker.value
 
-    def _refresh_choices(self, event=None) -> None:
-        for combo, kind in ((self.image_combo, "image"), (self.labels_combo, "labels")):
-            fill_combo(combo, layer_choices(self.viewer, kind))
-        self._on_choice()
-
-    def _on_choice(self) -> None:
+    def _on_choice(self, *args) -> None:
         self._watch(self.labels_layer)
         self.refresh_status()
+        self._update_project()
+
+    # --- autosave and restore -------------------------------------------------------
+    def _update_project(self) -> None:
+        """Autosave the chosen labels into the image's project; say where."""
+        image, labels = self.image_layer, self.labels_layer
+        folder = self.autosave.folder(image)
+        if labels is not None and folder is not None and not self.shape_problem():
+            self.autosave.watch(labels, image)
+        if folder is None:
+            text = (
+                "Autosave off: this image has no file. Choose a project folder to keep your work."
+            )
+        else:
+            text = f"Autosave: {folder}"
+        self.project_label.setText(text)
+        self.restore_button.setEnabled(bool(self._restorable()))
+
+    def _restorable(self) -> list[str]:
+        folder = self.autosave.folder(self.image_layer)
+        if folder is None:
+            return []
+        return [n for n in project.saved_labels(folder) if n not in self.viewer.layers]
+
+    def _offer_restore(self, event=None) -> None:
+        """An image with saved annotations was opened: say so (Restore brings them back)."""
+        layer = getattr(event, "value", None) if event is not None else self.image_layer
+        if layer is None or kind_of(layer) != "image" or self.autosave.folder(layer) is None:
+            return
+        folder = self.autosave.folder(layer)
+        missing = [n for n in project.saved_labels(folder) if n not in self.viewer.layers]
+        if missing:
+            from napari.utils.notifications import show_info
+
+            show_info(
+                f"Saved annotations found for {layer.name!r} in {folder}: press "
+                "'Restore saved annotations' in the Annotate dock to bring them back."
+            )
+        self.restore_button.setEnabled(bool(self._restorable()))
+
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Project folder")
+        if folder:
+            self.choose_folder(folder)
+
+    def choose_folder(self, folder) -> None:
+        """Keep this image's work in ``folder`` (for images without a file, or elsewhere)."""
+        if self.image_layer is None:
+            report_error(InputError("Choose an image layer first."))
+            return
+        self.autosave.choose_folder(self.image_layer, folder)
+        self._update_project()
+
+    def restore(self) -> list:
+        """Add the saved annotation layers of this image that are not open (never overwrite)."""
+        image = self.image_layer
+        folder = self.autosave.folder(image)
+        if folder is None:
+            return []
+        try:
+            saved = project.load_labels(folder)
+        except InputError as exc:
+            report_error(exc)
+            return []
+        added, skipped = [], []
+        for name, data in saved.items():
+            if name in self.viewer.layers or data.shape != labels_shape_for(image):
+                skipped.append(name)
+                continue
+            added.append(
+                self.viewer.add_labels(
+                    data,
+                    name=name,
+                    scale=image.scale[-data.ndim :],
+                    translate=image.translate[-data.ndim :],
+                )
+            )
+        if added:
+            self.labels_picker.value = added[0]
+        note = f" (kept the open or differently shaped: {', '.join(skipped)})" if skipped else ""
+        self.status.setText(f"Restored {len(added)} annotation layer(s) from {folder}{note}.")
+        self.restore_button.setEnabled(bool(self._restorable()))
+        return added
+
+    def _on_saved(self, path: str) -> None:
+        folder = self.autosave.folder(self.image_layer)
+        if folder is not None:
+            self.project_label.setText(f"Autosave: {folder} (saved {time.strftime('%H:%M:%S')})")
+
+    def _on_save_failed(self, message: str) -> None:
+        self.project_label.setText(message)
+        report_error(InputError(message))
 
     def _watch(self, layer) -> None:
         """Recount when the chosen labels layer is painted or replaced."""
@@ -114,11 +202,11 @@ class AnnotateDock(QWidget):
             return
         if self._watched is not None:
             for emitter in self._label_events(self._watched):
-                emitter.disconnect(self._schedule_recount)
+                self.unlisten(emitter, self._schedule_recount)
         self._watched = layer
         if layer is not None:
             for emitter in self._label_events(layer):
-                emitter.connect(self._schedule_recount)
+                self.listen(emitter, self._schedule_recount)
 
     @staticmethod
     def _label_events(layer):
@@ -131,6 +219,9 @@ class AnnotateDock(QWidget):
     def shape_problem(self) -> str | None:
         """Why the chosen labels layer cannot annotate the chosen image, or None."""
         image, labels = self.image_layer, self.labels_layer
+        for layer in (image, labels):
+            if layer is not None and grid_problem(layer):
+                return grid_problem(layer)
         if image is None or labels is None:
             return None
         expected = labels_shape_for(image)
@@ -145,12 +236,12 @@ class AnnotateDock(QWidget):
     def create_labels(self):
         """Add an empty labels layer matching the image; an existing one is attached, never replaced."""
         image = self.image_layer
-        if image is None:
-            report_error(ValueError("Open or choose an image layer first."))
+        if image is None or grid_problem(image):
+            report_error(ValueError(grid_problem(image) or "Open or choose an image layer first."))
             return None
         name = f"{image.name} annotations"
         if name in self.viewer.layers:
-            self.labels_combo.setCurrentText(name)
+            self.labels_picker.value = self.viewer.layers[name]
             self.status.setText(f"Using the existing layer {name!r}; nothing was overwritten.")
             return self.viewer.layers[name]
         data = np.zeros(labels_shape_for(image), dtype=np.uint32)
@@ -160,7 +251,7 @@ class AnnotateDock(QWidget):
             scale=image.scale[-data.ndim :],
             translate=image.translate[-data.ndim :],
         )
-        self.labels_combo.setCurrentText(name)
+        self.labels_picker.value = layer
         self.new_cell()
         return layer
 
@@ -184,7 +275,9 @@ class AnnotateDock(QWidget):
     # --- slices -------------------------------------------------------------------
     def summary(self) -> annotations.AnnotationSummary | None:
         layer = self.labels_layer
-        return None if layer is None else annotations.summarize(layer.data)
+        if layer is None or grid_problem(layer):
+            return None
+        return annotations.summarize(layer.data)
 
     def refresh_status(self) -> None:
         problem = self.shape_problem()
@@ -205,8 +298,8 @@ class AnnotateDock(QWidget):
         summary = self.summary()
         if summary is None or summary.n_slices == 1:
             return None
-        axis = self.viewer.dims.ndim - 3
-        current = int(self.viewer.dims.current_step[axis])
+        layer = self.labels_layer
+        (current,) = plane_index(self.viewer, layer)
         target = annotations.neighbour_slice(summary.annotated_slices, current, step)
         if target is None:
             self.status.setText(
@@ -218,7 +311,7 @@ class AnnotateDock(QWidget):
                 )
             )
             return None
-        self.viewer.dims.set_current_step(axis, target)
+        go_to_plane(self.viewer, layer, (target,))
         return target
 
     # --- regions ------------------------------------------------------------------
@@ -229,8 +322,14 @@ class AnnotateDock(QWidget):
         else:
             image = self.image_layer
             ndim = len(labels_shape_for(image)) if image is not None else 2
+            placed = (
+                {}
+                if image is None
+                else {"scale": image.scale[-ndim:], "translate": image.translate[-ndim:]}
+            )
             layer = self.viewer.add_shapes(
                 ndim=ndim,
+                **placed,
                 name=REGIONS_LAYER,
                 edge_color="yellow",
                 face_color=[1, 1, 0, 0.08],

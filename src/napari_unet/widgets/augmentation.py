@@ -9,34 +9,25 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 from qtpy.QtCore import Qt, QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QPushButton, QSpinBox
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core.augment import GRID, SIGMA_PX, AugmentConfig, Gallery, gallery
-from napari_unet.widgets._common import (
-    layer_choices,
-    layer_named,
-    report_error,
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._layers import (
+    OWNER_KEY,
+    PREVIEW,
+    current_plane,
+    grid_problem,
+    owned_layer,
     set_layer,
-    start_job,
 )
 
 GALLERY = "augmentation gallery"
 GALLERY_LABELS = "augmentation gallery labels"
 GRID_LINES = "augmentation grid"
-OWNED = (GALLERY, GALLERY_LABELS, GRID_LINES)
 NO_LABELS = "(none)"
 GAP_PX = 10  # between the original and the gallery
 DEFAULTS = AugmentConfig()
@@ -58,17 +49,16 @@ def _check(text: str, on: bool, tip: str) -> QCheckBox:
     return box
 
 
-class AugmentationDock(QWidget):
+class AugmentationDock(Dock):
     """Pick image + labels, set the augmentations, press Preview to see N samples."""
 
     status_changed = Signal(str)  # after each preview: the message shown below the buttons
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.seed = 0
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
+        self.image_picker = self.picker("image")
+        self.labels_picker = self.picker("labels", none=NO_LABELS, prefer=lambda x: x is not None)
         self.elastic = _check("Elastic deformation", True, "Paper: random 3x3 grid, 10 px")
         self.grid = QSpinBox()
         self.grid.setRange(2, 9)
@@ -90,41 +80,32 @@ class AugmentationDock(QWidget):
         self.preview_button = QPushButton("Preview")
         self.reseed_button = QPushButton("Reseed")
         self.reseed_button.setToolTip("Draw new random samples")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
-        form = QFormLayout()
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
-        form.addRow(self.elastic)
-        form.addRow("Grid nodes", self.grid)
-        form.addRow("Sigma (px)", self.sigma)
-        form.addRow(self.flips)
-        form.addRow(self.rot90)
-        form.addRow("Rotation (°)", self.rotate)
-        form.addRow("Zoom ±", self.zoom)
-        form.addRow("Gain ±", self.gain)
-        form.addRow("Offset ±", self.offset)
-        form.addRow("Gamma ±", self.gamma)
-        form.addRow("Noise std", self.noise)
-        form.addRow("Blur (px)", self.blur)
-        form.addRow("Samples", self.n_samples)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.preview_button)
-        buttons.addWidget(self.reseed_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.add_form(
+            ("Image", self.image_picker),
+            ("Labels", self.labels_picker),
+            self.elastic,
+            ("Grid nodes", self.grid),
+            ("Sigma (px)", self.sigma),
+            self.flips,
+            self.rot90,
+            ("Rotation (°)", self.rotate),
+            ("Zoom ±", self.zoom),
+            ("Gain ±", self.gain),
+            ("Offset ±", self.offset),
+            ("Gamma ±", self.gamma),
+            ("Noise std", self.noise),
+            ("Blur (px)", self.blur),
+            ("Samples", self.n_samples),
+        )
+        self.add_row(self.preview_button, self.reseed_button)
+        self.end_body()
 
         # Once a gallery is shown, parameter changes refresh it (gathered for 150 ms).
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(150)
         self._debounce.timeout.connect(self.preview)
-        self._worker = None
-        self._pending = False
         self._live = False
 
         self.preview_button.clicked.connect(self.preview)
@@ -138,9 +119,6 @@ class AugmentationDock(QWidget):
             slider.valueChanged.connect(self._changed)
         self.grid.valueChanged.connect(self._changed)
         self.n_samples.valueChanged.connect(self._changed)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self._refresh_choices()
 
     # --- parameters ---------------------------------------------------------------------
 
@@ -162,38 +140,6 @@ class AugmentationDock(QWidget):
             blur_sigma_px=(0.0, self.blur.value()),
         )
 
-    def _refresh_choices(self, event=None) -> None:
-        choices = (
-            (self.image_combo, layer_choices(self.viewer, "image")),
-            (self.labels_combo, [NO_LABELS, *layer_choices(self.viewer, "labels")]),
-        )
-        for combo, names in choices:
-            names = [n for n in names if n not in OWNED]
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            elif combo is self.labels_combo and len(names) > 1:
-                combo.setCurrentIndex(1)  # first labels layer rather than none
-            combo.blockSignals(False)
-
-    def _layer(self, combo: QComboBox):
-        return layer_named(self.viewer, combo.currentText())
-
-    def _current_slice(self, layer) -> np.ndarray:
-        """The 2D plane of ``layer`` under the viewer's sliders (a copy)."""
-        data = layer.data
-        if data.ndim == 2:
-            return np.array(data)
-        leading = self.viewer.dims.current_step[self.viewer.dims.ndim - data.ndim :][:-2]
-        index = tuple(
-            int(np.clip(step, 0, size - 1))
-            for step, size in zip(leading, data.shape, strict=False)
-        )
-        return np.array(data[index])
-
     # --- jobs ---------------------------------------------------------------------------
 
     def _changed(self, *args) -> None:
@@ -205,31 +151,21 @@ class AugmentationDock(QWidget):
         self.preview()
 
     def preview(self) -> None:
-        """Start making the gallery; a running one is stopped and restarted."""
-        if self._worker is not None:
-            self._pending = True
-            self._worker.quit()
-            return
-        image_layer, labels_layer = self._layer(self.image_combo), self._layer(self.labels_combo)
-        if image_layer is None:
-            report_error(ValueError("Open or choose an image layer first."))
-            return
-        if getattr(image_layer, "rgb", False):
-            report_error(ValueError(f"Image {image_layer.name!r} is RGB: pick a grayscale one."))
-            return
-        image = self._current_slice(image_layer)
-        labels = None if labels_layer is None else self._current_slice(labels_layer)
-        if labels is not None and labels.shape != image.shape:
-            self._say(
-                f"Labels {labels_layer.name!r} slice has shape {labels.shape} but image "
-                f"{image_layer.name!r} has {image.shape}: pick a labels layer of the same shape."
-            )
-            report_error(ValueError(self.status.text()))
+        """Make the gallery; a running one is stopped and its samples dropped."""
+        self.jobs.replace(self._start)
+
+    def _start(self) -> None:
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
+        try:
+            image, labels = self._inputs(image_layer, labels_layer)
+        except ValueError as exc:
+            self._say(str(exc))
+            report_error(exc)
             return
         n = self.n_samples.value()
         self._live = True
         self.status.setText("making samples…")
-        self._worker = start_job(
+        self.jobs.start(
             gallery,
             image,
             labels,
@@ -237,20 +173,33 @@ class AugmentationDock(QWidget):
             self.config(),
             seed=self.seed,
             on_return=lambda result: self._show(result, image_layer, labels_layer),
-            on_finish=self._on_finish,
             progress_total=n,
             progress_desc="augmentation gallery",
         )
 
-    def _on_finish(self) -> None:
-        self._worker = None
-        if self._pending:
-            self._pending = False
-            self.preview()
+    def _inputs(self, image_layer, labels_layer):
+        """The planes on screen of the chosen image and labels, checked."""
+        if image_layer is None:
+            raise ValueError("Open or choose an image layer first.")
+        if getattr(image_layer, "rgb", False):
+            raise ValueError(f"Image {image_layer.name!r} is RGB: pick a grayscale one.")
+        for layer in (image_layer, labels_layer):
+            if layer is not None and grid_problem(layer):
+                raise ValueError(grid_problem(layer))
+        image = current_plane(self.viewer, image_layer)
+        labels = None if labels_layer is None else current_plane(self.viewer, labels_layer)
+        if labels is not None and labels.shape != image.shape:
+            raise ValueError(
+                f"Labels {labels_layer.name!r} slice has shape {labels.shape} but image "
+                f"{image_layer.name!r} has {image.shape}: pick a labels layer of the same shape."
+            )
+        if labels is not None and labels.min(initial=0) < 0:
+            raise ValueError(
+                f"Labels {labels_layer.name!r} hold negative values: 0 is background."
+            )
+        return image, labels
 
     def _show(self, result: Gallery, image_layer, labels_layer) -> None:
-        if self._pending:
-            return  # parameters changed meanwhile; a new gallery is on its way
         n, height, width = result.images.shape
         scale = tuple(image_layer.scale[-2:])
         translate = tuple(image_layer.translate[-2:])
@@ -262,12 +211,12 @@ class AugmentationDock(QWidget):
         shown = [set_layer(self.viewer, GALLERY, result.images, colormap="gray", **placed)]
         if result.labels is not None:
             shown.append(set_layer(self.viewer, GALLERY_LABELS, result.labels, "labels", **placed))
-        elif GALLERY_LABELS in self.viewer.layers:
-            self.viewer.layers.remove(GALLERY_LABELS)
+        elif owned_layer(self.viewer, GALLERY_LABELS) is not None:
+            self.viewer.layers.remove(owned_layer(self.viewer, GALLERY_LABELS))
         for layer in shown:  # an existing layer keeps its place unless we move it
             layer.scale, layer.translate = placed["scale"], placed["translate"]
-        if GRID_LINES in self.viewer.layers:
-            self.viewer.layers.remove(GRID_LINES)  # paths: rebuilt, not data-swapped
+        if owned_layer(self.viewer, GRID_LINES) is not None:  # paths: rebuilt, not swapped
+            self.viewer.layers.remove(owned_layer(self.viewer, GRID_LINES))
         if result.grid_lines:
             self.viewer.add_shapes(
                 result.grid_lines,
@@ -276,6 +225,7 @@ class AugmentationDock(QWidget):
                 edge_width=scale[1],
                 opacity=0.7,
                 name=GRID_LINES,
+                metadata={OWNER_KEY: PREVIEW},
                 **placed,
             )
         source = f"{image_layer.name!r}" + (
@@ -289,8 +239,3 @@ class AugmentationDock(QWidget):
     def _say(self, message: str) -> None:
         self.status.setText(message)
         self.status_changed.emit(message)
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        if self._worker is not None:
-            self._worker.quit()
-        super().closeEvent(event)

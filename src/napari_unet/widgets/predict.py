@@ -19,12 +19,9 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_unet.core import postprocess
@@ -33,13 +30,16 @@ from napari_unet.core.presets import AUTO
 from napari_unet.core.stitch import STITCH_THRESHOLD
 from napari_unet.widgets import _session
 from napari_unet.widgets._channels import ChannelPicker, gather
-from napari_unet.widgets._common import (
-    core_job,
-    fill_combo,
-    layer_choices,
-    report_error,
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import core_job, report_error
+from napari_unet.widgets._layers import (
+    RESULT,
+    grid_problem,
+    layer_named,
+    owned_layer,
+    plane_index,
+    select,
     set_layer,
-    start_job,
 )
 
 SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
@@ -65,14 +65,17 @@ def _starter_path() -> Path | None:
 PREDICTION_JOB = core_job("napari_unet.core.predict:prediction_job")
 
 
-class PredictDock(QWidget):
+class PredictDock(Dock):
     """Image, model, slices, tile size, TTA, threshold, min size; Run / Cancel."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
         self.channels = ChannelPicker()
+        self.image_picker.changed.connect(self._offer_channels)
+        events = self.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.renamed):
+            self.listen(emitter, self._offer_channels)
         self.model_combo = QComboBox()
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("path/to/model.safetensors")
@@ -112,14 +115,12 @@ class PredictDock(QWidget):
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
         path_row = QHBoxLayout()
         path_row.addWidget(self.model_path)
         path_row.addWidget(self.browse_button)
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
+        form.addRow("Image", self.image_picker.native)
         form.addRow("+ channels", self.channels)
         form.addRow("Model", self.model_combo)
         form.addRow("", path_row)
@@ -130,46 +131,34 @@ class PredictDock(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.tta)
-        layout.addWidget(self.split_merged)
-        layout.addWidget(self.show_foreground)
+        self.body.addLayout(form)
+        self.body.addWidget(self.tta)
+        self.body.addWidget(self.split_merged)
+        self.body.addWidget(self.show_foreground)
         link_row = QHBoxLayout()
         link_row.addWidget(self.link_z)
         link_row.addWidget(self.stitch_threshold)
-        layout.addLayout(link_row)
-        layout.addLayout(buttons)
-        layout.addWidget(self.status)
-        layout.addStretch()
+        self.body.addLayout(link_row)
+        self.body.addLayout(buttons)
+        self.end_body()
 
-        self.worker = None
         self._progress = None
-        self._target: tuple[Any, Any, Any] | None = None  # (image layer, labels, foreground)
+        self._target: tuple | None = None  # (image layer, its name, labels, foreground)
         self._cells = 0
         self._done = False
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._model_source_changed)
-        self.image_combo.currentTextChanged.connect(
-            lambda name: self.channels.offer(self.viewer, name)
-        )
-        self.viewer.layers.events.inserted.connect(self._refresh_images)
-        self.viewer.layers.events.removed.connect(self._refresh_images)
         self._disconnect_session = _session.on_model_changed(self._refresh_models)
         self.destroyed.connect(lambda *_: self._disconnect_session())
-        self._refresh_images()
         self._refresh_models()
 
-    # --- choices ---------------------------------------------------------------------
+    def release(self) -> None:
+        super().release()
+        self._disconnect_session()  # a closed dock no longer follows the session's model
 
-    def _refresh_images(self, event=None) -> None:
-        names = [
-            n for n in layer_choices(self.viewer, "image") if not n.endswith(FOREGROUND_SUFFIX)
-        ]
-        fill_combo(self.image_combo, names)
-        self.channels.offer(self.viewer, self.image_combo.currentText())
+    # --- choices ---------------------------------------------------------------------
 
     def _refresh_models(self) -> None:
         current = self.model_combo.currentText()
@@ -193,11 +182,16 @@ class PredictDock(QWidget):
         if source == SESSION and _session.current_model() is not None:
             self.offer_channels(_session.current_model()[1])
 
+    def _offer_channels(self, *_args) -> None:
+        layer = self.image_picker.value
+        self.channels.offer(self.viewer, layer.name if layer is not None else "")
+
     def offer_channels(self, metadata: dict) -> None:
         """Pick the layers a model was trained on (by name) when they are open."""
         names = (metadata.get("input") or {}).get("channel_names") or []
-        if len(names) > 1 and names[0] in layer_choices(self.viewer, "image"):
-            self.image_combo.setCurrentText(names[0])
+        first = layer_named(self.viewer, names[0]) if len(names) > 1 else None
+        if first is not None:
+            select(self.image_picker, first)
             self.channels.offer(self.viewer, names[0])
             self.channels.tick(names[1:])
 
@@ -210,10 +204,6 @@ class PredictDock(QWidget):
         )
         if path:
             self.model_path.setText(path)
-
-    def _image_layer(self):
-        name = self.image_combo.currentText()
-        return next((layer for layer in self.viewer.layers if layer.name == name), None)
 
     # --- run -------------------------------------------------------------------------
 
@@ -232,13 +222,14 @@ class PredictDock(QWidget):
 
     def run(self) -> None:
         """Start predicting the chosen image (or its current slice) in a worker thread."""
-        layer = self._image_layer()
-        if layer is None:
-            report_error(InputError("Pick an image layer first."))
-            return
+        layer = self.image_picker.value
         source = self.model_combo.currentText()
         path = str(_starter_path() or "") if source == STARTER else self.model_path.text().strip()
         try:  # cheap checks (file header, shapes) here, so mistakes never reach the worker
+            if layer is None:
+                raise InputError("Pick an image layer first.")
+            if not layer.rgb and grid_problem(layer):
+                raise InputError(grid_problem(layer))
             picked = gather(self.viewer, layer, self.channels.ticked())
             self._check(source, path, picked, layer.name)
         except InputError as exc:
@@ -247,22 +238,20 @@ class PredictDock(QWidget):
             return
         image, shape = picked.data, picked.labels_shape
         is_stack = len(shape) == 3
-        slices, options = None, {}
-        if picked.axes is not None:  # channels: the whole image (any layout)
-            options = {"axes": picked.axes}
-        elif is_stack and self.scope_combo.currentText() == CURRENT:
-            index = int(round(layer.world_to_data(self.viewer.dims.point)[0]))
-            slices = [min(max(index, 0), image.shape[0] - 1)]
-        if picked.axes is None:
-            options = {"slices": slices}
+        slices = None
+        if picked.axes is None and is_stack and self.scope_combo.currentText() == CURRENT:
+            slices = list(plane_index(self.viewer, layer))
+        # gray: slice by slice into the shown arrays; channels: any layout, labels at the end
+        options = {"slices": slices} if picked.axes is None else {"axes": picked.axes}
         labels, foreground = self._outputs(layer, shape, is_stack, fresh=slices is None)
-        self._target = (layer, labels, foreground)
+        # Names fixed now: renaming the image during the run does not start new layers.
+        self._target = (layer, layer.name, labels, foreground)
         self._done = False
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(f"Predicting {layer.name!r}…")
         model = _session.current_model() if source == SESSION else path
-        self.worker = start_job(
+        self.jobs.start(
             PREDICTION_JOB,
             model,
             image,
@@ -275,7 +264,6 @@ class PredictDock(QWidget):
             on_return=self._on_done,
             on_finish=self._on_finish,
         )
-        self.worker.errored.connect(lambda exc: self.status.setText(str(exc)))
 
     @staticmethod
     def _check(source: str, path: str, picked: Any, name: str) -> None:
@@ -306,8 +294,7 @@ class PredictDock(QWidget):
         """Arrays the worker writes slice by slice; one slice keeps the other slices' labels."""
         stack_shape = shape if is_stack else (1, *shape)
         labels = np.zeros(stack_shape, np.uint32)
-        name = labels_name(layer.name)
-        old = next((x for x in self.viewer.layers if x.name == name), None)
+        old = owned_layer(self.viewer, labels_name(layer.name))
         if not fresh and old is not None and tuple(old.data.shape) == shape:
             labels[:] = np.asarray(old.data).reshape(stack_shape)
         foreground = (
@@ -316,8 +303,8 @@ class PredictDock(QWidget):
         return labels, foreground
 
     def cancel(self) -> None:
-        if self.worker is not None:
-            self.worker.quit()
+        if self.jobs.busy:
+            self.jobs.cancel()
             self.status.setText("Cancelling after the current batch of tiles…")
 
     def _on_event(self, event) -> None:
@@ -338,7 +325,7 @@ class PredictDock(QWidget):
             bar = self._progress
             bar.n = event.tiles_done
             bar.refresh()
-            if self.worker is None and bar is self._progress:  # finished meanwhile
+            if not self.jobs.busy and bar is self._progress:  # finished meanwhile
                 bar.close()
                 self._progress = None
         elif isinstance(event, SliceResult):
@@ -349,19 +336,25 @@ class PredictDock(QWidget):
         """Put the arrays the worker fills into the plugin's layers (GUI thread only)."""
         if self._target is None:
             return
-        layer, labels, foreground = self._target
+        layer, name, labels, foreground = self._target
         is_stack = labels.shape[0] > 1 or layer.ndim == 3
         scale = tuple(layer.scale[-3:] if is_stack else layer.scale[-2:])
         translate = tuple(layer.translate[-3:] if is_stack else layer.translate[-2:])
         view = labels if is_stack else labels[0]
         out = set_layer(
-            self.viewer, labels_name(layer.name), view, "labels", scale=scale, translate=translate
+            self.viewer,
+            labels_name(name),
+            view,
+            "labels",
+            role=RESULT,
+            scale=scale,
+            translate=translate,
         )
         out.refresh()
         if foreground is not None:
             fg = set_layer(
                 self.viewer,
-                foreground_name(layer.name),
+                foreground_name(name),
                 foreground if is_stack else foreground[0],
                 "image",
                 colormap="magma",
@@ -376,7 +369,7 @@ class PredictDock(QWidget):
     def _on_done(self, prediction) -> None:
         self._done = True
         if self._target is not None:  # the channels path returns its labels at the end
-            _, labels, foreground = self._target
+            _, _, labels, foreground = self._target
             if prediction.labels is not labels:
                 labels[:] = np.asarray(prediction.labels).reshape(labels.shape)
                 self._cells = int(labels.max())
@@ -393,4 +386,5 @@ class PredictDock(QWidget):
             self._progress = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.worker = None
+        if not self._done and "Cancelling" in self.status.text():
+            self.status.setText("Cancelled; the slices done so far are shown.")

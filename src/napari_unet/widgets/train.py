@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_unet.core.annotations import boxes_from_rectangles
@@ -43,16 +42,11 @@ from napari_unet.core.presets import (
     default_preset,
 )
 from napari_unet.widgets import _session
+from napari_unet.widgets._autosave import autosave_for
 from napari_unet.widgets._channels import ChannelPicker, gather
-from napari_unet.widgets._common import (
-    core_job,
-    fill_combo,
-    layer_choices,
-    layer_named,
-    report_error,
-    set_layer,
-    start_job,
-)
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._layers import grid_problem, set_layer
 
 STARTER, FILE = "starter", "file"
 
@@ -70,7 +64,31 @@ MODELS = {  # model choice shown -> what training starts from
 NO_REGIONS = "(none: whole annotated slices)"
 PREVIEW_SUFFIX = " U-Net preview"
 REDRAW_MS = 250  # the plot is redrawn at most 4 times per second
-TRAINING_JOB = core_job("napari_unet.core.train:training_job")
+
+
+def train_and_keep(
+    image: np.ndarray,
+    labels: np.ndarray,
+    settings: dict[str, Any],
+    start_from: Any,
+    regions: list | None,
+    stop: threading.Event,
+    folder: Path | None = None,
+    **channels: Any,
+) -> Generator[Any, None, Any]:
+    """`core.train.training_job`, then the best model and the settings go into the
+    project folder (``channels``: axes, channel_names). Runs in the worker thread (torch loads there), so the model is kept
+    even when the viewer was closed during training (that stops it after a step)."""
+    from napari_unet.core import project
+    from napari_unet.core.train import training_job
+
+    trained = yield from training_job(
+        image, labels, settings, start_from, regions, stop=stop, **channels
+    )
+    if trained is not None and folder is not None:
+        project.save_model(folder, trained.net, trained.metadata)
+        project.save_settings(folder, {"training": settings})
+    return trained
 
 
 def _cuda_available() -> bool:
@@ -90,17 +108,26 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     return box
 
 
-class TrainDock(QWidget):
+class TrainDock(Dock):
     """Pick image, labels and regions; Start, watch the plot and preview; Save the model."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.image_combo = QComboBox()
+        from napari_unet.widgets.annotate import REGIONS_LAYER
+
+        super().__init__(napari_viewer)
+        self.image_picker = self.picker("image")
         self.channels = ChannelPicker()
-        self.labels_combo = QComboBox()
-        self.regions_combo = QComboBox()
-        self.regions_combo.setToolTip("Rectangles drawn in the Annotate dock: train inside them")
+        self.image_picker.changed.connect(self._offer_channels)
+        events = self.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.renamed):
+            self.listen(emitter, self._offer_channels)
+        self.labels_picker = self.picker("labels")
+        self.regions_picker = self.picker(
+            "shapes",
+            none=NO_REGIONS,
+            prefer=lambda x: x.name == REGIONS_LAYER,
+            tooltip="Rectangles drawn in the Annotate dock: train inside them",
+        )
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
         self.model_combo.setToolTip(
@@ -134,18 +161,17 @@ class TrainDock(QWidget):
         self.export_button.setToolTip(
             "Write a bioimage.io model package (.zip): Fiji, ilastik, ..."
         )
-        self.status = QLabel("Annotate a few cells, then press Start.")
-        self.status.setWordWrap(True)
+        self.status.setText("Annotate a few cells, then press Start.")
         self.figure, self.canvas, self.lines = self._make_plot()
 
         file_row = QHBoxLayout()
         file_row.addWidget(self.model_file)
         file_row.addWidget(self.browse_button)
         form = QFormLayout()
-        form.addRow("Image", self.image_combo)
+        form.addRow("Image", self.image_picker.native)
         form.addRow("+ channels", self.channels)
-        form.addRow("Labels", self.labels_combo)
-        form.addRow("Regions", self.regions_combo)
+        form.addRow("Labels", self.labels_picker.native)
+        form.addRow("Regions", self.regions_picker.native)
         form.addRow("Model", self.model_combo)
         form.addRow("Model file", file_row)
         form.addRow("Steps", self.steps)
@@ -163,16 +189,13 @@ class TrainDock(QWidget):
             self.export_button,
         ):
             buttons.addWidget(button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.canvas)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.body.addLayout(form)
+        self.body.addLayout(buttons)
+        self.body.addWidget(self.canvas)
+        self.end_body()
 
-        self._worker = None
-        self._stop = threading.Event()
         self._image_layer = None  # the image of the running training (preview placement)
+        self._project: Path | None = None  # where the model is kept (`core.project`)
         self._pbar = None
         self._finished = None  # the latest trained model (`core.train.Trained`)
         self._offset = 0  # steps of earlier runs (Resume continues the plot's x axis)
@@ -192,12 +215,6 @@ class TrainDock(QWidget):
         self.export_button.clicked.connect(self._ask_export)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self.image_combo.currentTextChanged.connect(
-            lambda name: self.channels.offer(self.viewer, name)
-        )
-        self._refresh_choices()
         self._on_model_choice(self.model_combo.currentText())
         self._set_running(False)
         self._probe_gpu()
@@ -240,21 +257,8 @@ class TrainDock(QWidget):
 
     def _on_gpu_probe(self, has_cuda: bool) -> None:
         untouched = self.model_combo.currentText() == new_model_choice(default_preset("cpu"))
-        if has_cuda and untouched and self._worker is None:
+        if has_cuda and untouched and not self.jobs.busy:
             self.model_combo.setCurrentText(new_model_choice(default_preset("cuda")))
-
-    def _refresh_choices(self, event=None) -> None:
-        images = [n for n in layer_choices(self.viewer, "image") if not n.endswith(PREVIEW_SUFFIX)]
-        fill_combo(self.image_combo, images)
-        self.channels.offer(self.viewer, self.image_combo.currentText())
-        fill_combo(self.labels_combo, layer_choices(self.viewer, "labels"))
-        shapes = layer_choices(self.viewer, "shapes")
-        from napari_unet.widgets.annotate import REGIONS_LAYER
-
-        previous = self.regions_combo.currentText()
-        fill_combo(self.regions_combo, [NO_REGIONS, *shapes])
-        if previous in ("", NO_REGIONS) and REGIONS_LAYER in shapes:
-            self.regions_combo.setCurrentText(REGIONS_LAYER)
 
     def _on_model_choice(self, text: str) -> None:
         from_file = MODELS.get(text) == FILE
@@ -309,39 +313,45 @@ class TrainDock(QWidget):
 
     def start(self, resume: bool = False) -> None:
         """Start training (or, with ``resume``, continue the latest model) in a worker."""
-        if self._worker is not None:
+        if self.jobs.busy:
             return
         try:
-            job_args, job_options = self._job_arguments(resume)
+            job_args = self._job_arguments(resume)
         except InputError as exc:
             report_error(exc)
+            self.status.setText(str(exc))
             return
         if not resume:
             self._offset = 0
             self._best_iou, self._best_step = None, 0
             for values in self._history.values():
                 values.clear()
-        self._stop = threading.Event()
-        self.destroyed.connect(self._stop.set)  # closing the viewer ends the training
         self._set_running(True)
         self.status.setText("Preparing the training data (targets and weight maps)…")
-        self._worker = start_job(
-            TRAINING_JOB,
+        # Closing the dock or the viewer stops the job (`JobSlot`); the best model is kept.
+        self.jobs.start(
+            train_and_keep,
             *job_args,
-            **job_options,
-            stop=self._stop,
+            **self._channel_options,
+            folder=self._project,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
         )
 
-    def _job_arguments(self, resume: bool) -> tuple[tuple, dict]:
-        image_layer = layer_named(self.viewer, self.image_combo.currentText())
-        labels_layer = layer_named(self.viewer, self.labels_combo.currentText())
+    def _offer_channels(self, *_args) -> None:
+        layer = self.image_picker.value
+        self.channels.offer(self.viewer, layer.name if layer is not None else "")
+
+    def _job_arguments(self, resume: bool) -> tuple:
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
         if image_layer is None:
             raise InputError("Image: open an image to train on")
         if labels_layer is None:
             raise InputError("Labels: create a labels layer and paint a few cells first")
+        for layer in (image_layer, labels_layer):
+            if grid_problem(layer):
+                raise InputError(grid_problem(layer))
         picked = gather(self.viewer, image_layer, self.channels.ticked())
         check_same_shape(
             picked.labels_shape,
@@ -350,9 +360,9 @@ class TrainDock(QWidget):
             labels=labels_layer.name,
         )
         labels = np.array(labels_layer.data)  # a copy: painting may go on while training
-        regions = layer_named(self.viewer, self.regions_combo.currentText())
+        regions = self.regions_picker.value
         boxes = None
-        if regions is not None and self.regions_combo.currentText() != NO_REGIONS:
+        if regions is not None:
             rectangles = [
                 data
                 for data, kind in zip(regions.data, regions.shape_type, strict=True)
@@ -368,15 +378,21 @@ class TrainDock(QWidget):
         else:
             preset, start_from = self._start_from()
         self._image_layer = image_layer
+        # The annotations trained on are autosaved, and the model kept, in the project.
+        autosave = autosave_for(self.viewer)
+        self._project = autosave.watch(labels_layer, image_layer)
+        autosave.save_now(labels_layer)
         image = np.asarray(picked.data)
-        axes = picked.axes or ("TYX" if picked.time_lapse else None)
-        options = {"axes": axes, "channel_names": picked.names}
-        return (image, labels, self._settings(preset), start_from, boxes), options
+        self._channel_options = {
+            "axes": picked.axes or ("TYX" if picked.time_lapse else None),
+            "channel_names": picked.names,
+        }
+        return image, labels, self._settings(preset), start_from, boxes
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
-        if self._worker is not None:
-            self._stop.set()
+        if self.jobs.busy:
+            self.jobs.cancel()
             self.status.setText("Stopping after the current step…")
 
     def _set_running(self, running: bool) -> None:
@@ -421,6 +437,8 @@ class TrainDock(QWidget):
         """Foreground probability of the held-out region, placed where it is in the image."""
         if event.preview is None or event.region is None or self._image_layer is None:
             return
+        if self._image_layer not in self.viewer.layers:
+            return  # deleted during training: nowhere to place the preview
         image_layer = self._image_layer
         slice_index, y0, x0, _, _ = event.region
         two_d = image_layer.ndim == 2
@@ -463,10 +481,10 @@ class TrainDock(QWidget):
             f"Training {how} after {self._offset + finished.steps_done} steps. The best "
             f"model (step {self._offset + finished.best_step}{score}) is now the current "
             "model for the Predict dock; Save keeps it."
+            + ("" if self._project is None else f" A copy is in {self._project}.")
         )
 
     def _on_finish(self) -> None:
-        self._worker = None
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
@@ -516,6 +534,8 @@ class TrainDock(QWidget):
         if self._finished is None:
             report_error(InputError("Export: train a model first"))
             return None
+        if self.jobs.busy:
+            return None
         path = Path(path)
         if path.suffix.lower() != ".zip":
             path = path.with_name(path.name + ".zip")
@@ -529,15 +549,11 @@ class TrainDock(QWidget):
                 f"test {result.test_status}).{notes}"
             )
 
-        return start_job(
+        return self.jobs.start(
             export_iter,
             self._finished.net,
             self._finished.metadata,
             path,
             on_return=done,
-            on_finish=lambda: self._set_running(self._worker is not None),
+            on_finish=lambda: self._set_running(False),
         )
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        self._stop.set()
-        super().closeEvent(event)

@@ -11,17 +11,12 @@ import time
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core import weights
-from napari_unet.widgets._common import (
-    fill_combo,
-    layer_choices,
-    layer_named,
-    set_layer,
-    start_job,
-)
+from napari_unet.widgets._dock import Dock
+from napari_unet.widgets._layers import grid_problem, owned_layer, plane_index, set_layer
 
 # Suffixes of the layers this dock owns, added to the labels layer's name.
 TARGET, D1, D2, WEIGHTS = " separated target", " d1", " d2", " weight map"
@@ -37,13 +32,12 @@ def _slider(low: float, high: float, value: float) -> QLabeledDoubleSlider:
     return slider
 
 
-class WeightMapDock(QWidget):
+class WeightMapDock(Dock):
     """Pick a labels layer; move w0/sigma and watch the weight map follow."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
-        self.labels_combo = QComboBox()
+        super().__init__(napari_viewer)
+        self.labels_picker = self.picker("labels")
         self.w0 = _slider(0.0, W0_MAX, weights.W0)
         self.w0.setToolTip("Extra weight w0 of the gaps between touching cells (paper: 10)")
         self.sigma = _slider(*SIGMA_RANGE_PX, weights.SIGMA_PX)
@@ -51,58 +45,37 @@ class WeightMapDock(QWidget):
         self.balance = QCheckBox("Balance cell / background frequencies")
         self.balance.setChecked(True)
         self.all_slices = QCheckBox("All slices of a stack (else the current one)")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
 
-        form = QFormLayout()
-        form.addRow("Labels", self.labels_combo)
-        form.addRow("w0", self.w0)
-        form.addRow("sigma (px)", self.sigma)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.balance)
-        layout.addWidget(self.all_slices)
-        layout.addWidget(self.status)
-        layout.addStretch(1)
+        self.add_form(("Labels", self.labels_picker), ("w0", self.w0), ("sigma (px)", self.sigma))
+        self.body.addWidget(self.balance)
+        self.body.addWidget(self.all_slices)
+        self.end_body()
 
         # Slider drags fire many changes: gather them for 60 ms, then compute once.
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(60)
-        self._debounce.timeout.connect(self._request)
-        self._worker = None
-        self._wanted = 0  # id of the newest request; older results are dropped
-        self._running = 0  # id of the request the worker is computing
+        self._debounce.timeout.connect(lambda: self.jobs.replace(self._start))
         self._watched = None  # the labels layer whose edits trigger an update
 
         for signal in (self.w0.valueChanged, self.sigma.valueChanged):
             signal.connect(self._schedule)
         for box in (self.balance, self.all_slices):
             box.toggled.connect(self._schedule)
-        self.labels_combo.currentTextChanged.connect(self._on_layer_chosen)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self.viewer.dims.events.current_step.connect(self._on_step)
-        self._refresh_choices()
+        self.labels_picker.changed.connect(self._on_layer_chosen)
+        self.listen(self.viewer.dims.events.current_step, self._on_step)
+        self._on_layer_chosen()
 
     # --- choices and triggers ---------------------------------------------------------
 
-    def _refresh_choices(self, event=None) -> None:
-        owned = (TARGET, D1, D2, WEIGHTS)
-        names = [n for n in layer_choices(self.viewer, "labels") if not n.endswith(owned)]
-        current = self.labels_combo.currentText()
-        fill_combo(self.labels_combo, names)
-        if self.labels_combo.currentText() != current:
-            self._on_layer_chosen(self.labels_combo.currentText())
-
-    def _on_layer_chosen(self, name: str) -> None:
+    def _on_layer_chosen(self, *args) -> None:
         if self._watched is not None:
-            self._watched.events.data.disconnect(self._schedule)
-            self._watched.events.paint.disconnect(self._schedule)
-        self._watched = layer_named(self.viewer, name)
+            self.unlisten(self._watched.events.data, self._schedule)
+            self.unlisten(self._watched.events.paint, self._schedule)
+        self._watched = self.labels_picker.value
         if self._watched is not None:
-            self._watched.events.data.connect(self._schedule)
-            self._watched.events.paint.connect(self._schedule)
+            self.listen(self._watched.events.data, self._schedule)
+            self.listen(self._watched.events.paint, self._schedule)
         self._schedule()
 
     def _on_step(self, event=None) -> None:
@@ -115,26 +88,20 @@ class WeightMapDock(QWidget):
 
     # --- background computation -------------------------------------------------------
 
-    def _current_slice(self, layer) -> int:
-        step = self.viewer.dims.current_step[self.viewer.dims.ndim - layer.ndim]
-        return int(np.clip(step, 0, layer.data.shape[0] - 1))
-
-    def _request(self) -> None:
-        """Ask for the newest parameters; a running job is stopped or its result dropped."""
-        self._wanted += 1
-        if self._worker is not None:
-            self._worker.quit()  # stops a stack between slices; its result is dropped
-            return
-        self._start()
-
     def _start(self) -> None:
         layer = self._watched
-        if layer is None or layer.ndim not in (2, 3):
+        if layer is None or layer not in self.viewer.layers:
             return
-        self._running = request = self._wanted
+        problem = grid_problem(layer)
+        if problem:
+            self.status.setText(problem)
+            return
         whole = layer.ndim == 2 or self.all_slices.isChecked()
-        z = None if whole else self._current_slice(layer)
+        z = None if whole else plane_index(self.viewer, layer)
         labels = np.array(layer.data if whole else layer.data[z])  # a copy: painting goes on
+        if labels.min(initial=0) < 0:
+            self.status.setText(f"Labels {layer.name!r} hold negative values: 0 is background.")
+            return
         params = {
             "w0": self.w0.value(),
             "sigma": self.sigma.value(),
@@ -143,24 +110,18 @@ class WeightMapDock(QWidget):
         n_slices = labels.shape[0] if labels.ndim == 3 else None
         started = time.perf_counter()
         self.status.setText("computing…")
-        self._worker = start_job(
+        self.jobs.start(
             weights.weight_maps_iter,
             labels,
             **params,
-            on_return=lambda maps: self._show(request, layer, z, maps, started),
-            on_finish=self._on_finish,
+            on_return=lambda maps: self._show(layer, z, maps, started),
             progress_total=n_slices,
             progress_desc="weight map",
         )
 
-    def _on_finish(self) -> None:
-        self._worker = None
-        if self._running != self._wanted:
-            self._start()
-
-    def _show(self, request: int, layer, z: int | None, maps: weights.WeightMaps, started) -> None:
-        if request != self._wanted or layer.name not in self.viewer.layers:
-            return  # parameters changed meanwhile: a newer result is on its way
+    def _show(self, layer, z: tuple | None, maps: weights.WeightMaps, started) -> None:
+        if layer not in self.viewer.layers:
+            return  # deleted meanwhile
         reach = max(maps.reach_px, 1.0)
         name = layer.name
         # Results cover the labels layer's grid (one slice of it, or all of it).
@@ -194,7 +155,7 @@ class WeightMapDock(QWidget):
         # Keep the contrast the user set (an absolute scale shows w0 growing), but let
         # the range grow so that larger weights can still be reached.
         shown.contrast_limits_range = (0.0, max(shown.contrast_limits[1], top))
-        where = "" if z is None else f"slice {z}: "
+        where = "" if z is None else f"slice {z[0]}: "
         self.status.setText(
             f"{where}max weight {top:.2f}; cells matter up to {maps.reach_px:.0f} px; "
             f"{time.perf_counter() - started:.2f} s"
@@ -204,14 +165,9 @@ class WeightMapDock(QWidget):
         """Whole result, or one slice written into the plugin's stack-shaped layer."""
         if z is None:
             return set_layer(self.viewer, name, data, kind, **kwargs)
-        owned = layer_named(self.viewer, name)
+        owned = owned_layer(self.viewer, name)
         if owned is None or owned.data.shape != shape or owned.data.dtype != data.dtype:
             owned = set_layer(self.viewer, name, np.zeros(shape, data.dtype), kind, **kwargs)
         owned.data[z] = data
         owned.refresh()
         return owned
-
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt name)
-        if self._worker is not None:
-            self._worker.quit()
-        super().closeEvent(event)
