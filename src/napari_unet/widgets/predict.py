@@ -76,6 +76,7 @@ class PredictDock(Dock):
         events = self.viewer.layers.events
         for emitter in (events.inserted, events.removed, events.renamed):
             self.listen(emitter, self._offer_channels)
+        self._offer_channels()
         self.model_combo = QComboBox()
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("path/to/model.safetensors")
@@ -368,7 +369,7 @@ class PredictDock(Dock):
 
     def _on_done(self, prediction) -> None:
         self._done = True
-        if self._target is not None:  # the channels path returns its labels at the end
+        if self._target is not None and prediction is not None:  # channels: labels at the end
             _, _, labels, foreground = self._target
             if prediction.labels is not labels:
                 labels[:] = np.asarray(prediction.labels).reshape(labels.shape)

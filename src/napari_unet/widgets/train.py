@@ -121,6 +121,7 @@ class TrainDock(Dock):
         events = self.viewer.layers.events
         for emitter in (events.inserted, events.removed, events.renamed):
             self.listen(emitter, self._offer_channels)
+        self._offer_channels()
         self.labels_picker = self.picker("labels")
         self.regions_picker = self.picker(
             "shapes",
