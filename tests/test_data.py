@@ -47,7 +47,7 @@ def test_unannotated_slices_are_ignored_and_one_slice_is_held_out():
     labels[3, 20:30, 20:30] = 4
     labels[4, 30:40, 5:15] = 2
     image = np.random.default_rng(0).random((6, 48, 48)).astype(np.float32)
-    data = TrainingData.from_arrays(image, labels)
+    data = TrainingData.from_arrays(image, labels, unpainted="background")
     assert data.slice_indices == (1, 3, 4)
     assert data.images.shape == (3, 1, 48, 48)
     assert data.validation.slice_index == 4
@@ -61,7 +61,7 @@ def test_two_annotated_slices_hold_out_a_band_not_half_the_data():
     labels[1, 5:15, 5:15] = 1
     labels[3, 20:45, 20:30] = 4
     image = np.random.default_rng(0).random((5, 48, 48)).astype(np.float32)
-    data = TrainingData.from_arrays(image, labels)
+    data = TrainingData.from_arrays(image, labels, unpainted="background")
     assert data.slice_indices == (1, 3)
     region = data.validation
     assert region.slice_index == 3

@@ -43,8 +43,16 @@ def test_manifest_lists_the_docks_and_samples():
 
     manifest = PluginManifest.from_distribution("napari-unet")
     docks = [w.display_name for w in manifest.contributions.widgets]
-    # All six, in the order of the work (the Plugins menu and the demo's tabs follow it).
-    assert docks == ["Annotate", "Weight map", "Augmentation", "Train", "Predict", "Evaluate"]
+    # All seven, in the order of the work (the Plugins menu and the demo's tabs follow it).
+    assert docks == [
+        "Annotate",
+        "Weight map",
+        "Augmentation",
+        "Train",
+        "Predict",
+        "Evaluate",
+        "Review",
+    ]
     keys = {s.key for s in manifest.contributions.sample_data}
     assert keys == {"cells2d", "cells3d", "nuclei_membrane", "stained_nuclei"}
 

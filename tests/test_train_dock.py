@@ -92,12 +92,15 @@ def test_training_updates_plot_preview_status_and_publishes_the_model(
     assert len(ticks) > 5
     assert step_threads and threading.get_ident() not in step_threads
 
-    # Single slice: the held-out region is the bottom band of the image (20 % of rows).
+    # The preview covers the part of the image on screen (here all of it), not only the
+    # held-out region, which is the bottom band of the image (20 % of rows).
     preview = viewer.layers["cells" + PREVIEW_SUFFIX]
-    rows = round(0.2 * SIDE_PX)
-    assert preview.data.shape == (rows, SIDE_PX)
-    np.testing.assert_allclose(preview.translate, (SIDE_PX - rows, 0))
+    assert preview.data.shape == (SIDE_PX, SIDE_PX)
+    np.testing.assert_allclose(preview.translate, (0, 0))
     assert preview.data.min() >= 0.0 and preview.data.max() <= 1.0
+    rows = round(0.2 * SIDE_PX)
+    held_out = _session.current_model()[1]["validation"]["region"]
+    assert held_out == [0, SIDE_PX - rows, 0, SIDE_PX, SIDE_PX]
 
     assert _line_x(dock, "loss") == [1, 2, 3, 4, 5, 6]
     assert _line_x(dock, "iou") == [1, 3, 6]  # after step 1, every 3 steps and the last
@@ -151,6 +154,7 @@ def test_training_regions_layer_limits_training_and_places_the_preview(viewer_wi
     box = np.array([[8, 10], [8, 70], [72, 70], [72, 10]], dtype=float)  # rows 8:72, cols 10:70
     viewer.add_shapes([box], shape_type="rectangle", name="training regions")
     dock = _tiny_dock(viewer, steps=2, validate_every=2)
+    dock._viewed = lambda: None  # nothing on screen: the preview shows the held-out band
     assert dock.regions_picker.current_choice == "training regions"
     _click(qtbot, dock.start_button)
     qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)

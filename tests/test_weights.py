@@ -166,10 +166,22 @@ def test_class_weights_balance_and_log():
     assert cell.sum() == pytest.approx(background.sum())  # both classes pull equally
     assert wc.mean() == pytest.approx(1.0)
     assert cell[0] / background[0] == pytest.approx(80 / 20)
-    log = weights.class_weights(target, mode="log")
+    log = weights.class_weights(target, mode="log", max_weight=None)
     assert log[0, 0] == pytest.approx(1 / math.log(1.02 + 0.2))
     assert log[9, 9] == pytest.approx(1 / math.log(1.02 + 0.8))
     assert np.all(weights.class_weights(np.zeros((4, 4), np.uint8)) == 1.0)
+
+
+def test_class_weights_are_capped_for_rare_cells():
+    target = np.zeros((100, 100), np.uint16)
+    target[:2, :5] = 1  # 10 cell pixels in 10 000: balance would give them 500
+    wc = weights.class_weights(target)
+    assert wc[0, 0] == weights.MAX_CLASS_WEIGHT
+    assert wc[50, 50] == pytest.approx(10_000 / (2 * 9_990))  # the common class is untouched
+    assert weights.class_weights(target, max_weight=None)[0, 0] == pytest.approx(500)
+    wm = weights.weight_map(target, w0=0.0)
+    assert wm.max() == pytest.approx(weights.MAX_CLASS_WEIGHT)
+    assert weights.weight_map(target, w0=0.0, max_class_weight=50).max() == pytest.approx(50)
 
 
 def test_class_weights_ignore_is_zero_and_not_counted():

@@ -168,15 +168,30 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     from napari_unet.core.stitch import STITCH_THRESHOLD
 
     p.add_argument("model", help="model file (.safetensors) or bioimage.io package (.zip)")
-    p.add_argument("image", help="image (tif, png, npy): 2D or a (Z, Y, X) / (T, Y, X) stack")
-    p.add_argument("-o", "--output", required=True, help="instance labels to write (.tif/.npy)")
+    p.add_argument(
+        "image",
+        help="image (tif, png, npy, zarr/OME-Zarr): 2D or a (Z, Y, X) / (T, Y, X) stack; "
+        "or a folder or a quoted glob ('plate/*.tif') for many images",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="labels to write (.tif, .npy, .zarr = OME-Zarr); a folder for many images",
+    )
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (default: from memory)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: from memory)")
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
     p.add_argument("--split-merged", action="store_true", help="watershed-split merged cells")
-    p.add_argument("--probabilities", metavar="P.tif", help="also write the cell probability")
+    p.add_argument(
+        "--probabilities",
+        metavar="P.tif",
+        nargs="?",
+        const="",
+        help="also write the cell probability (many images: NAME_probability files)",
+    )
     _add_axes(p)
     p.add_argument(
         "--stitch-threshold",
@@ -186,6 +201,23 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "0 for time-lapses)",
     )
     _add_device(p)
+    p.add_argument(
+        "--confidence",
+        metavar="OBJECTS.csv",
+        help="also score every object: id, confidence (higher = more likely right), area, "
+        "reason, ... (predicts 8 flips/rotations, 8x slower)",
+    )
+    p.add_argument("--uncertainty", metavar="U.tif", help="with --confidence: the uncertainty map")
+    p.add_argument(
+        "--uncertainty-method",
+        choices=("tta", "dropout"),
+        default="tta",
+        help="flips/rotations or Monte-Carlo dropout (default: %(default)s)",
+    )
+    p.add_argument(
+        "--reference", metavar="LABELS", help="annotated cells: what plausible size/shape is"
+    )
+    _add_big(p)
 
 
 def _add_axes(p: argparse.ArgumentParser) -> None:
@@ -198,13 +230,22 @@ def _add_axes(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from napari_unet.core import axes, checkpoint, io, predict
+    from napari_unet.core import axes, batch, bigio, checkpoint, io, predict
     from napari_unet.core.stitch import STITCH_THRESHOLD
 
+    if args.uncertainty and not args.confidence:
+        raise InputError("--uncertainty needs --confidence OBJECTS.csv")
+    reference = None
+    if args.reference:
+        from napari_unet.core import confidence
+
+        reference = confidence.reference_from(
+            io.as_labels(io.read(args.reference), args.reference)
+        )
     # a bad model file fails before any progress bar
     in_channels = int(checkpoint.read_metadata(args.model)["architecture"].get("in_channels", 1))
-    image = io.read(args.image)
-    found = axes.parse(args.axes, image.shape, in_channels, name=args.image)
+    first = batch.expand_inputs(args.image)[0]  # many images: the first one's axes decide
+    found = axes.parse(args.axes, bigio.open_image(first).shape, in_channels, name=str(first))
     stitch_threshold = args.stitch_threshold
     if stitch_threshold is None:
         stitch_threshold = STITCH_THRESHOLD if found.is_z_stack else 0.0
@@ -217,15 +258,39 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         min_size_px=args.min_size,
         split_merged=args.split_merged,
         stitch_threshold=stitch_threshold,
+        confidence=args.uncertainty_method if args.confidence else None,
     )
+    channels = axes.parse_channels(args.channels)
+    if args.confidence:
+        return _predict_with_confidence(args, config, reference, found.order, channels)
+    # without --axes each file's axes are guessed; a channel count other than the
+    # model's goes through `core.axes` (it picks the channels the model was trained on)
+    order = args.axes or (found.order if found.channels != in_channels else None)
+    return _predict_big(args, config, order, channels)
+
+
+def _predict_with_confidence(
+    args: argparse.Namespace,
+    config: Any,
+    reference: Any,
+    order: str | None = None,
+    channels: list[int] | None = None,
+) -> int:
+    """One image in memory, scored object by object (8 flips/rotations per tile)."""
+    from napari_unet.core import batch, io, predict
+
+    if batch.is_many(args.image) or args.workers or args.scheduler:
+        raise InputError("--confidence scores one image at a time, without --workers/--scheduler")
+    image = io.read(args.image)
     events = predict.prediction_job(
         args.model,
         image,
         config,
-        axes=found.order,
-        channels=axes.parse_channels(args.channels),
-        keep_foreground=bool(args.probabilities),
+        axes=order,
+        channels=channels,
+        keep_foreground=args.probabilities is not None,
         name=args.image,
+        reference=reference,
     )
 
     def on_event(event, bar) -> None:
@@ -238,6 +303,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     io.write(args.output, result.labels)
     if args.probabilities:
         io.write(args.probabilities, result.foreground)
+    if args.confidence:
+        from napari_unet.core import confidence
+
+        confidence.write_csv(args.confidence, result.objects)
+        if args.uncertainty:
+            io.write(args.uncertainty, result.uncertainty)
     return 0
 
 
@@ -258,6 +329,18 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=ADAMW, help=f"{SGD}: paper")
     p.add_argument("--validate-every", type=int, help="steps between validations")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument(
+        "--background",
+        metavar="MASK",
+        help="background strokes (non-zero = no cell here), same shape as LABELS",
+    )
+    p.add_argument(
+        "--unpainted",
+        choices=("auto", "ignore", "background"),
+        default="auto",
+        help="unpainted pixels: auto (ignored when only a few cells are painted), always "
+        "ignored, or always background",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
     _add_axes(p)
 
@@ -271,6 +354,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unet.core import axes, checkpoint, io, train
     from napari_unet.core.augment import AugmentConfig
     from napari_unet.core.device import resolve_device
+    from napari_unet.core.settings import TrainingSettings
 
     output = Path(args.output)
     if output.suffix != ".safetensors":
@@ -300,6 +384,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
     )
     result = train.TrainResult()
+    background = io.read(args.background) if args.background else None
+    if background is not None:
+        io.check_same_shape(
+            background.shape, labels.shape, image=args.background, labels=args.labels
+        )
+    settings = TrainingSettings(augment=config.augment, unpainted=args.unpainted)
     events = train.training_job(
         image,
         labels,
@@ -308,6 +398,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result=result,
         axes=found.order,
         channels=axes.parse_channels(args.channels),
+        background=background,
+        training=settings,
     )
     postfix: dict[str, str] = {}
 
@@ -335,6 +427,97 @@ def _cmd_train(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+# --- big images, folders and clusters (`core.batch`, `core.chunked`, `core.distributed`)
+
+
+def _add_big(p: argparse.ArgumentParser) -> None:
+    from napari_unet.core.chunked import DEFAULT_CHUNK_PX
+
+    p.add_argument("--workers", type=int, help="run chunks on a local dask cluster of N processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run chunks on this dask scheduler")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_PX,
+        help="chunk edge for big images, pixels (default: %(default)s)",
+    )
+    p.add_argument(
+        "--format", choices=("tif", "zarr"), default="tif", help="many images: output format"
+    )
+
+
+def _predict_big(
+    args: argparse.Namespace,
+    config: Any,
+    order: str | None = None,
+    channels: list[int] | None = None,
+) -> int:
+    """One file (lazily read; chunked when big) or many files into a folder."""
+    import contextlib
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from napari_unet.core import batch, distributed, predict
+    from napari_unet.core.events import Done
+
+    many = batch.is_many(args.image)
+    inputs = batch.expand_inputs(args.image)
+    if many and Path(args.output).suffix.lower() in (".tif", ".tiff", ".npy", ".png"):
+        raise InputError(f"{args.output}: many images are written into a folder; give -o a folder")
+    if not many and args.probabilities == "":
+        raise InputError("--probabilities needs a file name for one image (e.g. P.tif)")
+
+    def on_event(event, bar) -> None:
+        if isinstance(event, predict.Progress | Done):
+            done, total = (
+                (event.tiles_done, event.tiles_total)
+                if isinstance(event, predict.Progress)
+                else (event.done, event.total)
+            )
+            if not many:
+                bar.total, bar.n = total, done
+            bar.set_postfix_str(f"{Path(current[0]).name} {done}/{total}", refresh=False)
+            bar.refresh()
+        elif isinstance(event, batch.FileStarted):
+            current[0] = event.path
+        elif isinstance(event, batch.FileDone):
+            bar.update(1)
+            if event.error:
+                tqdm.write(f"napari-unet predict: skipped {event.path}: {event.error}", sys.stderr)
+
+    current = [args.image]
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.workers or args.scheduler:
+            client = stack.enter_context(distributed.connect(args.workers, args.scheduler))
+        options = batch.Options(
+            config,
+            chunk_px=args.chunk_size,
+            client=client,
+            probabilities=args.probabilities is not None,
+            axes=order,
+            channels=None if channels is None else tuple(channels),
+        )
+        if not many:
+            events = batch.predict_file(
+                args.model, inputs[0], args.output, options, args.probabilities
+            )
+            drive(events, None, "predict", on_event)
+            return 0
+        suffix = ".ome.zarr" if args.format == "zarr" else ".tif"
+        events = batch.predict_files(args.model, inputs, args.output, suffix, options)
+        results = drive(events, len(inputs), "predict (files)", on_event)
+    failed = [r for r in results if r.error]
+    skipped = sum(r.skipped for r in results)
+    print(
+        f"{len(results) - len(failed) - skipped} predicted, {skipped} already done, "
+        f"{len(failed)} failed; summary: {Path(args.output) / batch.SUMMARY_NAME}",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:

@@ -47,6 +47,15 @@ def summarize(labels: np.ndarray) -> AnnotationSummary:
     )
 
 
+def count_strokes(mask: np.ndarray) -> int:
+    """Connected pieces of a background strokes layer (per slice for a stack)."""
+    from scipy import ndimage as ndi
+
+    mask = np.asarray(mask) != 0
+    planes = mask if mask.ndim == 3 else mask[None]
+    return int(sum(ndi.label(p)[1] for p in planes if p.any()))
+
+
 def next_label(labels: np.ndarray) -> int:
     """A label id not used yet (one above the largest), so a new cell never merges."""
     labels = np.asarray(labels)

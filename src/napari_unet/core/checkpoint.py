@@ -139,3 +139,92 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, di
             f"{path}: the model weights are damaged or incomplete ({exc})"
         ) from exc
     return net.to(device).eval(), meta
+
+
+# --- resume state: the last weights and the optimiser state, beside the model ----------
+RESUME_SUFFIX = ".resume.safetensors"
+
+
+def resume_path(model_path: str | Path) -> Path:
+    """Where the resume state of ``model.safetensors`` lives: ``model.resume.safetensors``."""
+    path = Path(model_path)
+    stem = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name
+    return path.with_name(stem + RESUME_SUFFIX)
+
+
+def optimizer_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A torch optimiser ``state_dict()`` as flat tensors + plain JSON (no pickle).
+
+    Tensors become ``state.<param>.<name>``; numbers and the param groups go to JSON.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{index}.{name}"] = value.detach().to("cpu").contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `optimizer_tensors`: a ``state_dict()`` torch optimisers load."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = tensor
+    for index, values in plain.get("scalars", {}).items():
+        state.setdefault(int(index), {}).update(values)
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save_resume(
+    path: str | Path,
+    weights: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Write the last weights and the optimiser state (safetensors, atomic; never pickle).
+
+    A model file keeps the *best* weights; Resume continues from these *last* ones with
+    the optimiser's momentum, so that training goes on where it stopped.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    opt_tensors, plain = optimizer_tensors(optimizer)
+    tensors = {f"weights.{k}": v.detach().to("cpu").contiguous() for k, v in weights.items()}
+    tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
+    header = {METADATA_KEY: json.dumps({"optimizer": plain, **(info or {})}, allow_nan=False)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_resume(
+    path: str | Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(last weights, optimiser state_dict, info) written by `save_resume`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no resume state (save the model after training)")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})[METADATA_KEY])
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable resume state ({exc})") from exc
+    weights = {k[len("weights.") :]: v for k, v in tensors.items() if k.startswith("weights.")}
+    opt = {k[len("optimizer.") :]: v for k, v in tensors.items() if k.startswith("optimizer.")}
+    plain = meta.pop("optimizer")
+    return weights, optimizer_state(opt, plain), meta

@@ -1,28 +1,53 @@
 """Training tiles from sparse annotations: targets, loss weights, hold-out and sampling.
 
-A slice is annotated when it holds any label (or a training box was drawn on it).
-Within an annotated slice the training region is the union of the boxes, or the whole
-slice without boxes; there, unlabelled pixels are background. Everything else gets
-loss weight 0 (ignored), never "background". Targets and weight maps are computed once
-here, not per step. Pure numpy; the training loop lives in `train.py`.
+A slice is annotated when it holds any label or background stroke (or a training box
+was drawn on it). Within an annotated slice the training region is the union of the
+boxes, or the whole slice without boxes; there, unlabelled pixels are background.
+*Sparse* slices are the exception (see `informative_region`): a few painted cells and
+no box, where unpainted pixels are mostly cells nobody painted yet. There only the
+painted cells, a band of background around them and explicit background strokes are
+used. Everything else gets loss weight 0 (ignored), never "background". Targets and
+weight maps are computed once here, not per step. Pure numpy; the loop is `train.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from napari_unet.core import weights as weight_maps
-from napari_unet.core.annotations import Box
+from napari_unet.core.annotations import Box, count_strokes
 from napari_unet.core.io import InputError, as_image, as_labels, check_same_shape
 from napari_unet.core.normalize import PERCENTILES, intensity_range, normalize
+from napari_unet.core.settings import UNPAINTED, WeightSettings
 
 VALIDATION_FRACTION = 0.2  # share of a single annotated slice held out (bottom band)
 MIN_VALIDATION_ROWS = 8  # a thinner band says nothing; train on everything instead
 MIN_SIZE_PX = 8  # smaller images are refused (mirror padding covers any other size)
 MAX_CANDIDATES = 1 << 20  # tile centres drawn from at most this many annotated pixels
+# "unpainted" = "auto": a slice without boxes is sparse when more unpainted pixels (away
+# from the painted cells) look like cells than UNPAINTED_CELLS_RATIO x the painted area;
+# where intensity cannot tell (phase contrast), when the painted cells cover less than
+# SPARSE_MAX_COVERAGE of it. Fully annotated DSB 2018 nuclei cover 0.3-33 % (median
+# 10 %), synthetic cells ~60 %, phase contrast cells ~25 %; ten painted nuclei of a
+# 520x696 image 0.5 %, fifty 2.5 %.
+SPARSE_MAX_COVERAGE = 0.15
+UNPAINTED_CELLS_RATIO = 0.5
+# Background band around painted cells on sparse slices: this share of the median cell
+# diameter, within [MIN_BAND_PX, MAX_BAND_PX] (thin enough to miss most neighbours).
+BAND_FRACTION = 0.5
+MIN_BAND_PX, MAX_BAND_PX = 3, 20
+# In the band, pixels as bright (or dark) as the painted cells are probably cells nobody
+# painted: ignored when cells and band differ by this many pooled standard deviations.
+LOOKALIKE_SEPARATION = 1.0
+# On sparse slices where intensity separates cells from background, clear background far
+# from anything cell-like is used too (see `_clear_background`).
+AUTO_BACKGROUND = True
+RING_PX = 1.5  # the 8 neighbours of a painted cell's outline: its separation gap
+MIN_CELLS_FOR_HOLD_OUT = 4  # sparse slices: hold out painted cells only from this many
 
 BoxLike = Box | Sequence[int | None]
 
@@ -40,6 +65,36 @@ class ValidationRegion:
     mask: np.ndarray  # bool (y1 - y0, x1 - x0): held-out annotated pixels
 
 
+@dataclass(frozen=True)
+class AnnotationUse:
+    """What training will use, for the Train dock: cells, strokes, area and warnings."""
+
+    n_cells: int
+    n_background_strokes: int
+    used_fraction: float  # share of the annotated slices' pixels with a loss weight
+    sparse_slices: tuple[int, ...]  # slices where unpainted pixels are ignored
+    n_slices: int  # annotated slices
+    warnings: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        strokes = (
+            f", {self.n_background_strokes} background stroke"
+            f"{'s' if self.n_background_strokes != 1 else ''}"
+        )
+        slices = f" of {self.n_slices} slices" if self.n_slices > 1 else ""
+        how = (
+            "sparse: unpainted cells ignored"
+            if self.sparse_slices and len(self.sparse_slices) == self.n_slices
+            else "unpainted = background"
+            if not self.sparse_slices
+            else f"sparse on {len(self.sparse_slices)} slices"
+        )
+        return (
+            f"{self.n_cells} cells{strokes}; area used: {100 * self.used_fraction:.0f} %"
+            f"{slices} ({how})"
+        )
+
+
 @dataclass
 class TrainingData:
     """Annotated slices ready for sampling; ``weights`` is 0 on ignored and held-out pixels."""
@@ -54,6 +109,10 @@ class TrainingData:
     validation_weights: np.ndarray | None = None  # float32 (y1-y0, x1-x0) on the region
     normalisation: dict = field(default_factory=dict)
     input: dict = field(default_factory=dict)  # axes and channels picked (stored in the model)
+    weight_settings: WeightSettings = field(default_factory=WeightSettings)
+    use: AnnotationUse | None = None
+    unpainted: str = "auto"  # how unpainted pixels were treated (see `informative_region`)
+    centres: np.ndarray | None = None  # bool (N, Y, X): tiles are centred here (None: anywhere)
 
     @property
     def in_channels(self) -> int:
@@ -73,12 +132,17 @@ class TrainingData:
         channels: int = 1,
         validation_fraction: float = VALIDATION_FRACTION,
         percentiles: tuple[float, float] = PERCENTILES,
+        background: np.ndarray | None = None,
+        unpainted: str = "auto",
+        weight_settings: WeightSettings | None = None,
     ) -> TrainingData:
         """Build from an image (Y, X) / stack (Z, Y, X) and instance labels of the same shape.
 
         ``regions``: training boxes ``(slice_index or None, y0, x0, y1, x1)`` or
         `annotations.Box`; ``None`` for every slice. ``validation_fraction=0`` holds
-        nothing out.
+        nothing out. ``background``: strokes meaning "definitely background" (non-zero,
+        same shape as the labels). ``unpainted``: "auto", "ignore" or "background" (see
+        `informative_region`). ``weight_settings``: the loss weight map's parameters.
         """
         if n_classes not in (2, 3):
             raise InputError(
@@ -96,8 +160,9 @@ class TrainingData:
                 f"image: {label_stack.shape[-2:]} pixels is too small to train on "
                 f"(at least {MIN_SIZE_PX} x {MIN_SIZE_PX})"
             )
+        strokes = _background_strokes(background, label_stack)
         boxes = [_as_box(b, label_stack.shape[0]) for b in regions or []]
-        used, indices = _training_region(label_stack, boxes)
+        used, indices = _training_region(label_stack, boxes, strokes)
         if not indices:
             raise InputError(
                 "labels: nothing is annotated (all zero"
@@ -114,11 +179,33 @@ class TrainingData:
         )
         annotated = np.ascontiguousarray(label_stack[list(indices)])
         used = used[list(indices)]
-        loss_weights = weight_maps.weight_map(annotated, ignore=~used)
-        targets = _targets(annotated, n_classes)
-        validation, validation_weights = _hold_out(
-            annotated, used, loss_weights, indices, validation_fraction
+        strokes = strokes[list(indices)]
+        boxed = _boxed_slices(boxes, indices)
+        used, centres, touching, use = informative_region(
+            annotated, used, strokes, boxed, unpainted, images=images.mean(axis=1)
         )
+        ws = weight_settings or WeightSettings()
+        ws.check()
+        loss_weights = weight_maps.weight_map(
+            annotated,
+            w0=ws.w0,
+            sigma=ws.sigma_px,
+            balance=ws.balance,
+            ignore=~used,
+            max_class_weight=ws.max_class_weight,
+        )
+        # a painted cell's gap to an unpainted neighbour (d1 + d2 ~ 2 px): the border term
+        gap = ws.w0 * np.exp(-(2.0**2) / (2.0 * ws.sigma_px**2))
+        loss_weights[touching] = np.maximum(loss_weights[touching], gap)
+        targets = _targets(annotated, n_classes)
+        if use.sparse_slices:
+            validation, validation_weights = _hold_out_cells(
+                annotated, used, loss_weights, indices, validation_fraction, use
+            )
+        else:
+            validation, validation_weights = _hold_out(
+                annotated, used, loss_weights, indices, validation_fraction
+            )
         if validation is not None:
             region = (slice(validation.y0, validation.y1), slice(validation.x0, validation.x1))
             loss_weights[validation.index][region][validation.mask] = 0.0
@@ -135,6 +222,10 @@ class TrainingData:
                 "percentiles": [float(p) for p in percentiles],
                 "value_range": [list(r) for r in value_ranges],
             },
+            weight_settings=ws,
+            use=use,
+            unpainted=unpainted,
+            centres=centres if use.sparse_slices else None,
         )
 
 
@@ -152,14 +243,18 @@ def _as_box(box: BoxLike, n_slices: int) -> Box:
     return box
 
 
-def _training_region(labels: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, tuple[int, ...]]:
+def _training_region(
+    labels: np.ndarray, boxes: list[Box], strokes: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """Mask of usable pixels per slice and the slices that have any.
 
-    Without boxes: every slice holding a label, whole. With boxes: the box pixels on
-    slices holding a label, plus slices where a box was drawn for that slice alone (a
-    box on an empty slice says "no cells here").
+    Without boxes: every slice holding a label (or a background stroke), whole. With
+    boxes: the box pixels on slices holding a label, plus slices where a box was drawn
+    for that slice alone (a box on an empty slice says "no cells here"), plus strokes.
     """
     has_label = labels.reshape(labels.shape[0], -1).any(axis=1)
+    if strokes is not None:
+        has_label |= strokes.reshape(strokes.shape[0], -1).any(axis=1)
     used = np.zeros(labels.shape, dtype=bool)
     if not boxes:
         used[has_label] = True
@@ -169,8 +264,169 @@ def _training_region(labels: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, 
             used[has_label, rows, cols] = True
         else:
             used[b.slice_index, rows, cols] = True
+    if strokes is not None and boxes:
+        used |= strokes
     indices = tuple(int(i) for i in np.flatnonzero(used.reshape(len(used), -1).any(axis=1)))
     return used, indices
+
+
+def _background_strokes(background: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
+    """Bool (N, Y, X): stroke pixels not painted as a cell (a painted cell wins)."""
+    if background is None:
+        return np.zeros(labels.shape, dtype=bool)
+    strokes = np.asarray(background)
+    strokes = strokes if strokes.ndim == 3 else strokes[None]
+    if strokes.shape != labels.shape:
+        raise InputError(
+            f"background strokes have shape {np.asarray(background).shape} but the labels "
+            f"have {labels.shape[1:] if labels.shape[0] == 1 else labels.shape}: paint them "
+            "on a layer of the image's shape"
+        )
+    return (strokes != 0) & (labels == 0)
+
+
+def _boxed_slices(boxes: list[Box], indices: tuple[int, ...]) -> np.ndarray:
+    """Bool per annotated slice: a training box covers it (it is then never sparse)."""
+    if any(b.slice_index is None for b in boxes):
+        return np.ones(len(indices), dtype=bool)
+    on = {b.slice_index for b in boxes}
+    return np.array([i in on for i in indices], dtype=bool)
+
+
+def band_px(labels: np.ndarray) -> int:
+    """Width (pixels) of the background band around painted cells: ~half a cell diameter."""
+    ids, areas = np.unique(labels[labels > 0], return_counts=True)
+    if not ids.size:
+        return MIN_BAND_PX
+    diameter = 2.0 * np.sqrt(np.median(areas) / np.pi)
+    return int(np.clip(round(BAND_FRACTION * diameter), MIN_BAND_PX, MAX_BAND_PX))
+
+
+def _cell_like(image: np.ndarray, cells: np.ndarray, band: np.ndarray) -> np.ndarray | None:
+    """Pixels whose intensity is on the painted cells' side of the cells/band midpoint.
+
+    None when cells and band are not clearly apart (e.g. phase contrast, where intensity
+    alone does not tell cells from background).
+    """
+    inside, around = image[cells], image[band]
+    if inside.size < 8 or around.size < 8:
+        return None
+    mu_c, mu_b = float(np.median(inside)), float(np.median(around))
+    spread = np.sqrt(0.5 * (inside.var() + around.var())) + 1e-6
+    if abs(mu_c - mu_b) / spread < LOOKALIKE_SEPARATION:
+        return None
+    middle = 0.5 * (mu_c + mu_b)
+    return image > middle if mu_c > mu_b else image < middle
+
+
+def _clear_background(
+    image: np.ndarray, cells: np.ndarray, band: np.ndarray, cell_like: np.ndarray, width: int
+) -> np.ndarray:
+    """Pixels that are background beyond doubt: darker (or brighter, for dark cells) than
+    the typical band pixel and farther than a band from anything that looks like a cell.
+
+    Only used when intensity separates cells from background (see `_cell_like`); it lets
+    a few painted cells teach "not a cell" over the whole image, not only next to them.
+    """
+    from scipy import ndimage as ndi
+
+    mu_c, mu_b = float(np.median(image[cells])), float(np.median(image[band]))
+    beyond = image < mu_b if mu_c > mu_b else image > mu_b
+    far = ndi.distance_transform_edt(~(cell_like | cells)) > width
+    return beyond & far
+
+
+class Informative(NamedTuple):
+    """What `informative_region` found: masks (N, Y, X) and the summary."""
+
+    used: np.ndarray  # pixels with a loss weight
+    centres: np.ndarray  # where training tiles may be centred
+    touching: np.ndarray  # gap pixels between a painted cell and an unpainted neighbour
+    use: AnnotationUse
+
+
+def informative_region(
+    labels: np.ndarray,
+    used: np.ndarray,
+    strokes: np.ndarray,
+    boxed: np.ndarray,
+    unpainted: str = "auto",
+    images: np.ndarray | None = None,
+) -> Informative:
+    """Where the annotation teaches something, per slice of (N, Y, X) ``labels``.
+
+    A slice is *sparse* when ``unpainted`` is "ignore", or "auto", no box covers it and
+    many unpainted pixels look like the painted cells (see ``UNPAINTED_CELLS_RATIO``;
+    by painted area when intensity cannot tell). On a sparse
+    slice the used pixels are the painted cells, a band of ``band_px`` around them (minus
+    pixels that look like the painted cells, when ``images`` tells), the background
+    strokes and, when intensity separates cells from background, clear background far
+    from anything cell-like (`_clear_background`); elsewhere ``used`` is kept (whole slice or boxes). Returns the new mask,
+    where tiles may be centred (on sparse slices: cells, band and strokes only) and an
+    `AnnotationUse` with warnings when the annotation cannot teach much.
+    """
+    if unpainted not in UNPAINTED:
+        raise InputError(f"unpainted must be one of {UNPAINTED}; got {unpainted!r}")
+    from scipy import ndimage as ndi
+
+    used = used.copy()
+    centres = used.copy()
+    touching = np.zeros(used.shape, dtype=bool)
+    sparse: list[int] = []
+    n_strokes = count_strokes(strokes)
+    for i, plane in enumerate(labels):
+        cells = plane > 0
+        if unpainted == "background" or (unpainted == "auto" and boxed[i]):
+            continue
+        width = band_px(plane)
+        near = ndi.distance_transform_edt(~cells) <= width if cells.any() else cells
+        band = near & ~cells
+        cell_like = None if images is None else _cell_like(images[i], cells, band)
+        if unpainted == "auto":
+            if cell_like is None:  # intensity says nothing: judge by the painted area
+                is_sparse = np.count_nonzero(cells) < SPARSE_MAX_COVERAGE * cells.size
+            else:  # many unpainted pixels away from the cells look like cells
+                unpainted_cells = np.count_nonzero(cell_like & ~near)
+                is_sparse = unpainted_cells > UNPAINTED_CELLS_RATIO * np.count_nonzero(cells)
+            if not is_sparse:
+                continue
+        sparse.append(i)
+        used[i] = cells | strokes[i]
+        if cell_like is not None:
+            # The pixels right outside a painted cell are its outline's gap, even where
+            # an unpainted neighbour touches it: background, weighted like a gap.
+            ring = band & (ndi.distance_transform_edt(~cells) <= RING_PX)
+            touching[i] = ring & cell_like
+            band &= ~cell_like | ring
+            if AUTO_BACKGROUND:
+                used[i] |= _clear_background(images[i], cells, band, cell_like, width)
+        used[i] |= band
+        centres[i] = cells | band | strokes[i]
+    n_cells = int(np.count_nonzero(np.unique(labels)))
+    background = np.count_nonzero(used & (labels == 0))
+    # (an image whose painted cells fill every used pixel cannot teach "not a cell")
+    warnings = []
+    if n_cells == 0:
+        warnings.append("no cells painted: the model can only learn what background is")
+    elif background == 0:
+        warnings.append(
+            "no background anywhere: paint background strokes or draw a training box "
+            "that includes background"
+        )
+    elif sparse and n_cells < MIN_CELLS_FOR_HOLD_OUT:
+        warnings.append(
+            f"only {n_cells} painted cell(s): paint 5-20 for a useful model (none can be "
+            "held out to check it)"
+        )
+    use = AnnotationUse(
+        n_cells=n_cells,
+        n_background_strokes=n_strokes,
+        used_fraction=float(np.count_nonzero(used)) / used.size,
+        sparse_slices=tuple(sparse),
+        n_slices=len(labels),
+        warnings=tuple(warnings),
+    )
+    return Informative(used, centres, touching, use)
 
 
 def _targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -219,6 +475,13 @@ def _hold_out(
             return None, None
         mask = used[index].copy()
         mask[:start] = False
+    return _region_of(mask, index, indices, loss_weights)
+
+
+def _region_of(
+    mask: np.ndarray, index: int, indices: tuple[int, ...], loss_weights: np.ndarray
+) -> tuple[ValidationRegion, np.ndarray]:
+    """The held-out region: the bounding box of ``mask`` on data slice ``index``."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     region = ValidationRegion(
@@ -232,6 +495,73 @@ def _hold_out(
     )
     validation_weights = loss_weights[index, y0:y1, x0:x1] * region.mask
     return region, validation_weights.astype(np.float32)
+
+
+def _hold_out_cells(
+    labels: np.ndarray,
+    used: np.ndarray,
+    loss_weights: np.ndarray,
+    indices: tuple[int, ...],
+    fraction: float,
+    use: AnnotationUse,
+) -> tuple[ValidationRegion | None, np.ndarray | None]:
+    """Sparse painting: hold out ``fraction`` of the painted cells (at least one) with
+    their band, neighbours of each other so that the region to predict stays small.
+
+    A band of rows would hold out few or no painted cells; these held-out cells are
+    cells the model has never seen, like the unpainted ones it should find.
+    """
+    from scipy import ndimage as ndi
+
+    if fraction <= 0 or use.n_cells < MIN_CELLS_FOR_HOLD_OUT:
+        return None, None
+    counts = [len(np.unique(labels[i])) - 1 for i in use.sparse_slices]
+    index = use.sparse_slices[int(np.argmax(counts))]
+    plane = labels[index]
+    ids = np.unique(plane)
+    ids = ids[ids > 0]
+    if len(ids) < 2:
+        return None, None
+    centres = np.array(ndi.center_of_mass(np.ones_like(plane), plane, ids))
+    n_held = max(1, int(round(fraction * len(ids))))
+    seed = centres[-1]  # the last painted cell and its nearest painted neighbours
+    held = ids[np.argsort(np.hypot(*(centres - seed).T))[:n_held]]
+    near = ndi.distance_transform_edt(~np.isin(plane, held)) <= band_px(plane)
+    mask = near & used[index]
+    if not mask.any():
+        return None, None
+    return _region_of(mask, index, indices, loss_weights)
+
+
+def describe_use(
+    image: np.ndarray,
+    labels: np.ndarray,
+    regions: Sequence[BoxLike] | None = None,
+    background: np.ndarray | None = None,
+    unpainted: str = "auto",
+    channels: int = 1,
+) -> AnnotationUse:
+    """What `TrainingData.from_arrays` would use, without building targets and weights.
+
+    Cheap enough to refresh after brush strokes (the Train dock's summary line).
+    """
+    labels = as_labels(labels, "labels")
+    label_stack = labels if labels.ndim == 3 else labels[None]
+    strokes = _background_strokes(background, label_stack)
+    boxes = [_as_box(b, label_stack.shape[0]) for b in regions or []]
+    used, indices = _training_region(label_stack, boxes, strokes)
+    if not indices:
+        return AnnotationUse(0, 0, 0.0, (), 0, ("nothing is annotated yet",))
+    stack = as_image(image, "image", channels=channels)[list(indices)]
+    plain = np.stack([normalize(stack[:, c]) for c in range(stack.shape[1])], axis=1)
+    return informative_region(
+        label_stack[list(indices)],
+        used[list(indices)],
+        strokes[list(indices)],
+        _boxed_slices(boxes, indices),
+        unpainted,
+        images=plain.mean(axis=1),
+    ).use
 
 
 class TileSampler:
@@ -258,7 +588,10 @@ class TileSampler:
         self._images = np.pad(data.images, ((0, 0),) + spatial, mode="reflect")
         self._targets = np.pad(data.targets, spatial, mode="reflect")
         self._weights = np.pad(data.weights, spatial)
-        candidates = np.flatnonzero(data.weights > 0)
+        where = data.weights > 0
+        if data.centres is not None and (where & data.centres).any():
+            where &= data.centres  # sparse painting: tiles around the painted cells
+        candidates = np.flatnonzero(where)
         if candidates.size == 0:
             raise InputError(
                 "labels: no annotated pixels are left for training after the validation "

@@ -39,6 +39,9 @@ class PredictConfig:
     # Z stacks: link each slice's objects to the previous slice's (IoU >= this) into 3D
     # objects (`stitch.py`); 0 = off, every slice keeps its own ids (time-lapses).
     stitch_threshold: float = 0.0
+    # "tta" or "dropout": also an uncertainty map and per-object confidence
+    # (`core.confidence`; labels then come from the samples' mean probability).
+    confidence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,16 @@ class SliceResult:
     slice_index: int
     labels: np.ndarray
     foreground: np.ndarray | None
+    uncertainty: np.ndarray | None = None  # with `PredictConfig.confidence`
+    objects: tuple = ()  # `confidence.ObjectScore` per object, with `PredictConfig.confidence`
 
 
 @dataclass(frozen=True)
 class Prediction:
     labels: np.ndarray  # (Y, X) or (Z, Y, X), unsigned int
     foreground: np.ndarray | None  # float32, same shape, when asked for
+    uncertainty: np.ndarray | None = None  # float32, same shape, with `PredictConfig.confidence`
+    objects: tuple = ()  # `confidence.ObjectScore` of every object (all slices)
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,7 @@ def predict_stack(
     foreground_out: Any = None,
     keep_foreground: bool = False,
     name: str = "image",
+    reference: Any = None,
 ) -> Generator[Progress | SliceResult, None, Prediction]:
     """Predict ``slices`` (default: all) of a (Y, X) image or a stack, one slice at a time.
 
@@ -158,6 +166,8 @@ def predict_stack(
     ``config.stitch_threshold`` > 0, linked to the previous slice's objects (3D objects;
     only between consecutive slices predicted in this call).
     Returns the `Prediction`. Closing the generator stops between tile batches.
+    With ``config.confidence`` every slice also gets an uncertainty map and a score per
+    object (``reference``: a `confidence.Reference` of the annotated cells, optional).
     """
     import torch
 
@@ -189,16 +199,28 @@ def predict_stack(
     ranges = value_ranges(image, layout, percentiles, name)
     total, done, next_id = per_slice * len(slices), 0, 0
     previous: tuple[int, np.ndarray] | None = None  # (index, labels) of the last slice
+    uncertainty_all, objects_all = None, []
+    if config.confidence:
+        from napari_unet.core import confidence
+
+        uncertainty_all = np.zeros(stack_shape, dtype=np.float32)
     for position, index in enumerate(slices):
         raw = read_slice(image, layout, index, name)
         x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(ranges)])
-        events = tiling.predict_tiled_iter(net, x, tile_size, batch_size, device, config.tta)
+        if config.confidence:
+            events = confidence.sample_iter(
+                net, x, config.confidence, None, tile_size, batch_size, device
+            )
+        else:
+            events = tiling.predict_tiled_iter(net, x, tile_size, batch_size, device, config.tta)
         start = done
         while True:
             try:
                 event = next(events)
             except StopIteration as stop:
-                probabilities = stop.value
+                probabilities, uncertainty = stop.value, None
+                if config.confidence:
+                    probabilities, uncertainty = stop.value.probabilities, stop.value.uncertainty
                 break
             done = start + event.done * per_slice // max(event.total, 1)
             yield Progress(index, position, len(slices), done, total)
@@ -220,7 +242,16 @@ def predict_stack(
         foreground = probabilities[1] if foreground_out is not None else None
         if foreground_out is not None:
             foreground_out[index] = foreground
-        yield SliceResult(index, labels, foreground)
+        objects: tuple = ()
+        if uncertainty is not None:
+            uncertainty_all[index] = uncertainty
+            objects = tuple(
+                confidence.score_objects(
+                    labels, uncertainty, reference, index if layout.is_stack else None
+                )
+            )
+            objects_all = [o for o in objects_all if o.slice != index] + list(objects)
+        yield SliceResult(index, labels, foreground, uncertainty, objects)
         del probabilities
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -230,7 +261,8 @@ def predict_stack(
     if not layout.is_stack:
         labels_all = labels_all[0]
         foreground_all = None if foreground_all is None else foreground_all[0]
-    return Prediction(labels_all, foreground_all)
+        uncertainty_all = None if uncertainty_all is None else uncertainty_all[0]
+    return Prediction(labels_all, foreground_all, uncertainty_all, tuple(objects_all))
 
 
 def prediction_job(
@@ -281,6 +313,7 @@ def _predict_axes(
     channels: Sequence[int] | None,
     name: str = "image",
     keep_foreground: bool = False,
+    reference: Any = None,
 ) -> Generator[Progress | SliceResult, None, Prediction]:
     """Any (T, Z, C, Y, X) layout: one `predict_stack` per time point of a T + Z stack."""
     from dataclasses import replace
@@ -301,10 +334,18 @@ def _predict_axes(
     blocks = [x[:, 0]] if n_z == 1 else [x[t] for t in range(n_t)]
     labels = np.zeros((n_t, n_z, *x.shape[-2:]), np.uint32)  # (T, Z, Y, X)
     foreground = np.zeros(labels.shape, np.float32) if keep_foreground else None
+    uncertainty = np.zeros(labels.shape, np.float32) if config.confidence else None
+    objects: list = []
     for b, block in enumerate(blocks):
         block = block[:, 0] if in_channels == 1 else block  # (N, Y, X) or (N, C, Y, X)
         job = predict_stack(
-            net, metadata, block, config, keep_foreground=keep_foreground, name=name
+            net,
+            metadata,
+            block,
+            config,
+            keep_foreground=keep_foreground,
+            name=name,
+            reference=reference if len(blocks) == 1 else None,
         )
         while True:
             try:
@@ -326,7 +367,11 @@ def _predict_axes(
         labels[where] = result.labels
         if foreground is not None:
             foreground[where] = result.foreground
+        if uncertainty is not None:
+            uncertainty[where] = result.uncertainty
+            objects.extend(result.objects)
     out = axes_.tzyx_to_labels(labels, found)
     out = out.astype(np.min_scalar_type(max(int(out.max()), 1)))
     fg = None if foreground is None else axes_.tzyx_to_labels(foreground, found)
-    return Prediction(out, fg)
+    unc = None if uncertainty is None else axes_.tzyx_to_labels(uncertainty, found)
+    return Prediction(out, fg, unc, tuple(objects))

@@ -13,7 +13,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from napari_unet.core.presets import (
     TRAINING_PRESETS,
     default_preset,
 )
+from napari_unet.core.settings import TrainingSettings
 
 # Ronneberger et al. 2015, section 3: SGD with momentum 0.99 (many earlier samples
 # steer each update), batch 1 of large tiles.
@@ -50,6 +51,21 @@ WARMUP_FRACTION = 0.05  # linear warm-up, then cosine decay to FINAL_LR_FRACTION
 FINAL_LR_FRACTION = 0.02
 PROBABILITY_FLOOR = 1e-7  # log(0) guard when a loss is computed from probabilities
 VALIDATION_TILE_PX = 348  # input tile side when predicting the hold-out (few, large tiles)
+# Validate at least this often (seconds), so a short run shows a curve and Stop has a
+# recent score; never spending more than MAX_VALIDATION_SHARE of the time on it.
+VALIDATE_EVERY_S = 5.0
+MAX_VALIDATION_SHARE = 0.25
+# Gradient clipping: a step's gradient norm is capped at this multiple of the median
+# norm of the recent steps (scale-free, so it only cuts spikes: a rare tile full of
+# heavily weighted gaps no longer throws the weights away). None: off.
+GRAD_CLIP_FACTOR = 3.0
+GRAD_NORM_WINDOW = 50  # recent steps for the median
+GRAD_CLIP_AFTER = 10  # steps before clipping starts (the median needs a few)
+VIEW_MAX_PX = 512  # the live preview of the viewed part: at most this square (its centre)
+# Fine-tuning on a few painted cells: a quarter of the default learning rate (measured on
+# a real 520x696 nuclei image, 10 painted cells, 600 steps from the starter: AP@0.5 on the
+# rest 0.51 at 5e-4 against 0.42 at 2e-3, and no loss spike above 6x the median).
+SPARSE_FINE_TUNE_LR_FACTOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,8 @@ class Validation:
     preview: np.ndarray | None
     region: tuple[int, int, int, int, int] | None  # (slice_index, y0, x0, y1, x1)
     best: bool  # this model is the best so far (it is the one kept)
+    view: np.ndarray | None = None  # foreground probability of the part being looked at
+    view_region: tuple[int, int, int, int, int] | None = None  # (slice_index, y0, x0, y1, x1)
 
 
 @dataclass
@@ -93,12 +111,17 @@ class TrainConfig:
     seed: int | None = 0
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)  # None: off
     compile: bool = False  # torch.compile on CUDA (slow first steps, faster after)
+    # seconds; None: VALIDATE_EVERY_S when validate_every is auto, else by steps only
+    validate_every_s: float | None = None
+    grad_clip: float | None = GRAD_CLIP_FACTOR  # x median recent gradient norm; None: off
 
     def resolved(self, preset: str) -> TrainConfig:
         """A copy with every ``None`` default filled in from the preset's defaults."""
         self.check()
         defaults = TRAINING_PRESETS.get(preset, TRAINING_PRESETS[LIGHT])
         out = copy.copy(self)
+        if out.validate_every_s is None and out.validate_every is None:
+            out.validate_every_s = VALIDATE_EVERY_S
         for name in ("steps", "tile_size", "batch_size", "validate_every"):
             if getattr(out, name) is None:
                 setattr(out, name, defaults[name])
@@ -117,6 +140,34 @@ class TrainConfig:
             raise InputError(f"learning rate must be a positive number; got {self.lr}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"max_minutes must be positive; got {self.max_minutes}")
+        for name in ("validate_every_s", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InputError(f"{name} must be positive (or None: off); got {value}")
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """Where a run stopped: its last weights and the optimiser state (CPU tensors).
+
+    Resume continues from these, not from the best weights: the optimiser's moments
+    belong to the last weights, and training goes on where it stopped.
+    """
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    steps_done: int
+    optimizer_name: str
+
+    def save(self, path: str | Path) -> Path:
+        """Safetensors beside the model (`checkpoint.resume_path`); never pickle."""
+        info = {"steps_done": self.steps_done, "optimizer_name": self.optimizer_name}
+        return checkpoint.save_resume(path, self.weights, self.optimizer, info)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ResumeState:
+        weights, optimizer, info = checkpoint.load_resume(path)
+        return cls(weights, optimizer, int(info.get("steps_done", 0)), info["optimizer_name"])
 
 
 @dataclass
@@ -136,6 +187,8 @@ class TrainResult:
     stopped_early: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
     net: UNet | None = None  # the trained net with the best weights, once finished
+    resume: ResumeState | None = None  # last weights + optimiser state, once finished
+    kept_start: bool = False  # the model trained from scored best before any step
 
     def best_net(self) -> UNet:
         if self.best_state is None:
@@ -155,6 +208,8 @@ class TrainResult:
             best_step=self.best_step,
             best_iou=self.best_iou,
             stopped=stopped or self.stopped_early,
+            resume=self.resume,
+            kept_start=self.kept_start,
         )
 
 
@@ -168,10 +223,24 @@ class Trained:
     best_step: int
     best_iou: float | None
     stopped: bool
+    resume: ResumeState | None = None  # to continue where training stopped
+    kept_start: bool = False  # no trained weights beat the model it started from
 
     def save(self, path: str | Path) -> Path:
-        """Write the model with its metadata (atomic)."""
-        return checkpoint.save(path, self.net, self.metadata)
+        """Write the model with its metadata (atomic), and its resume state beside it."""
+        written = checkpoint.save(path, self.net, self.metadata)
+        if self.resume is not None:
+            self.resume.save(checkpoint.resume_path(written))
+        return written
+
+    def note(self) -> str:
+        """What a person should know about which weights were kept."""
+        if self.kept_start:
+            return (
+                "No trained weights beat the model you started from on the held-out cells: "
+                "it is kept unchanged. Paint more cells (or correct its mistakes) and Resume."
+            )
+        return ""
 
 
 def weighted_cross_entropy(
@@ -313,8 +382,12 @@ def _optimise(
     augment_config: AugmentConfig | None,
     generator: torch.Generator,
     device: torch.device,
-) -> torch.Tensor:
-    """One step: sample, augment (on ``device``), forward, weighted loss, backward, update."""
+    max_grad_norm: float | None = None,
+) -> tuple[torch.Tensor, float]:
+    """One step: sample, augment (on ``device``), forward, weighted loss, backward, update.
+
+    Returns the loss and the gradient norm before clipping to ``max_grad_norm``.
+    """
     images, targets, weights = (
         torch.from_numpy(a).to(device, non_blocking=True)
         for a in tiles.sampler.sample(tiles.batch_size)
@@ -329,8 +402,10 @@ def _optimise(
     loss = weighted_cross_entropy(logits, targets[crop], weights[crop])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    limit = math.inf if max_grad_norm is None else max_grad_norm
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
     optimizer.step()
-    return loss
+    return loss, float(norm)
 
 
 class _Run:
@@ -346,13 +421,22 @@ class _Run:
         config: TrainConfig,
         net: UNet | str | Path | None,
         result: TrainResult,
+        resume: ResumeState | None = None,
+        view: Callable[[], tuple[int, int, int, int, int] | None] | None = None,
     ) -> None:
-        self.data, self.result = data, result
+        self.data, self.result, self.resuming, self.view = data, result, resume, view
         self.device = resolve_device(config.device)
         if config.preset is None:
             config = replace(config, preset=default_preset(self.device))
+        fine_tuning = net is not None
         net, self.parent = _initial_net(net, data, config)
+        if resume is not None:
+            net.load_state_dict(resume.weights)  # the last weights, not the best
+            config = replace(config, optimizer=resume.optimizer_name)
         self.cfg = cfg = config.resolved(_preset_of(net))
+        sparse = data.use is not None and bool(data.use.sparse_slices)
+        if config.lr is None and fine_tuning and sparse:
+            cfg.lr = DEFAULT_LR[cfg.optimizer] * SPARSE_FINE_TUNE_LR_FACTOR
         if self.device.type == "cpu":
             use_all_cpu_cores()
         elif self.device.type == "cuda":
@@ -364,6 +448,8 @@ class _Run:
         compiled = cfg.compile and self.device.type == "cuda"
         self.model = torch.compile(self.net) if compiled else self.net
         self.optimizer = _optimizer(self.net, cfg)
+        if resume is not None:
+            self.optimizer.load_state_dict(resume.optimizer)  # momentum goes on
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed if cfg.seed is not None else int(time.time()))
         result.config = dict(self.net.config)
@@ -372,6 +458,9 @@ class _Run:
         self.started = time.perf_counter()
         self.budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else None
         self.tile_rate = 0.0
+        self.grad_norms: list[float] = []
+        self.last_validation = self.started
+        self.validation_s = 0.0  # time spent validating
 
     def out_of_time(self) -> bool:
         """True (and the run marked as stopped early) once the time budget is spent."""
@@ -384,6 +473,8 @@ class _Run:
         """One optimiser step at the scheduled learning rate (smaller tiles on GPU OOM)."""
         cfg, elapsed = self.cfg, time.perf_counter() - self.started
         progress = max((step - 1) / cfg.steps, elapsed / self.budget_s if self.budget_s else 0.0)
+        if self.resuming is not None:  # the optimiser is warm already: no second warm-up
+            progress = max(progress, WARMUP_FRACTION)
         lr = cfg.lr * lr_factor(progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -399,17 +490,27 @@ class _Run:
         self.history.append([step, round(loss, 5)])
         return Step(step, cfg.steps, loss, lr, self.tile_rate)
 
+    def _max_grad_norm(self) -> float | None:
+        """``grad_clip`` x the median gradient norm of the recent steps (None: no cap yet)."""
+        if self.cfg.grad_clip is None or len(self.grad_norms) < GRAD_CLIP_AFTER:
+            return None
+        return self.cfg.grad_clip * float(np.median(self.grad_norms[-GRAD_NORM_WINDOW:]))
+
     def _optimise_shrinking_on_oom(self) -> torch.Tensor:
         for _attempt in range(MAX_OUT_OF_MEMORY_RETRIES + 1):
             try:
-                return _optimise(
+                loss, norm = _optimise(
                     self.model,
                     self.optimizer,
                     self.tiles,
                     self.cfg.augment,
                     self.generator,
                     self.device,
+                    self._max_grad_norm(),
                 )
+                if math.isfinite(norm):
+                    self.grad_norms.append(norm)
+                return loss
             except _OUT_OF_MEMORY:
                 if self.device.type != "cuda" or not self.tiles.shrink():
                     raise
@@ -418,10 +519,20 @@ class _Run:
         raise InputError("Out of GPU memory even with the smallest tiles; use --device cpu")
 
     def validation_due(self, step: int) -> bool:
-        """After the first and the last step and every ``validate_every`` steps."""
+        """After the first and the last step, every ``validate_every`` steps, and every
+        ``validate_every_s`` seconds while validating takes under a quarter of the time."""
         cfg = self.cfg
         due = step in (1, cfg.steps) or step % cfg.validate_every == 0
+        if not due and cfg.validate_every_s is not None:
+            now = time.perf_counter()
+            cheap = self.validation_s <= MAX_VALIDATION_SHARE * (now - self.started)
+            due = cheap and now - self.last_validation >= cfg.validate_every_s
         return self.data.validation is not None and due
+
+    def baseline_due(self) -> bool:
+        """Fine-tuning a saved model: score it before any step, so that it is kept (and
+        said so) when no trained weights beat it."""
+        return bool(self.parent) and self.resuming is None and self.data.validation is not None
 
     def last_validation_due(self) -> bool:
         """After an early stop, the annealed last weights may be the best: validate them."""
@@ -432,7 +543,11 @@ class _Run:
 
     def validate(self, step: int) -> Validation:
         """Score the hold-out; keep the weights when they are the best so far."""
+        started = time.perf_counter()
         event = validate(self.net, self.data, self.device, self.cfg.batch_size, step)
+        event = self._with_view(event)
+        self.last_validation = time.perf_counter()
+        self.validation_s += self.last_validation - started
         result = self.result
         # ties (e.g. a region without cells, IoU 1) go to the lower validation loss
         is_best = result.best_iou is None or (event.iou, -event.loss) > (
@@ -452,6 +567,28 @@ class _Run:
         )
         self.update_metadata()
         return replace(event, best=is_best)
+
+    def _with_view(self, event: Validation) -> Validation:
+        """Add the prediction of the part of the image being looked at (``view()``: the
+        slice index in the user's image and y0, x0, y1, x1), when that slice is annotated."""
+        box = self.view() if self.view is not None else None
+        if box is None or box[0] not in self.data.slice_indices:
+            return event
+        index = self.data.slice_indices.index(box[0])
+        height, width = self.data.images.shape[-2:]
+        y0, x0, y1, x1 = _clip_view(box[1:], height, width)
+        if y1 <= y0 or x1 <= x0:
+            return event
+        probs = tiling.predict_tiled(
+            self.net,
+            self.data.images[index],
+            VALIDATION_TILE_PX,
+            self.cfg.batch_size,
+            self.device,
+            region=(y0, x0, y1, x1),
+        )
+        self.net.train()
+        return replace(event, view=probs[1], view_region=(box[0], y0, x0, y1, x1))
 
     def keep(self, step: int, validation: Validation | None) -> None:
         """Copy the current weights to the CPU as the best model."""
@@ -477,12 +614,21 @@ class _Run:
                 "steps_done": result.steps_done,
                 "best_step": result.best_step,
                 "stopped_early": result.stopped_early,
+                "kept_start": result.kept_start,  # no trained weights beat the start model
+                "resumed": self.resuming is not None,
+                "grad_clip": cfg.grad_clip,
                 "optimizer": cfg.optimizer,
                 "lr": cfg.lr,
                 "weight_decay": cfg.weight_decay,
                 "batch_size": tiles.batch_size,
                 "tile_size": [tiles.sampler.in_size, tiles.sampler.out_size],
                 "augment": asdict(cfg.augment) if cfg.augment else None,
+                "settings": {  # what the preview docks showed: restored when fine-tuning
+                    "weights": asdict(data.weight_settings),
+                    "augment": asdict(cfg.augment) if cfg.augment else None,
+                    "unpainted": data.unpainted,
+                },
+                "annotation": data.use.describe() if data.use else None,
                 "seed": cfg.seed,
                 "device": str(self.device),
                 "annotated_slices": list(data.slice_indices),
@@ -497,10 +643,18 @@ class _Run:
         }
 
     def finish(self) -> TrainResult:
-        """Load the best weights (the last ones without a hold-out) into the net."""
+        """Load the best weights (the last ones without a hold-out) into the net; keep
+        the last weights and the optimiser state for Resume."""
         result = self.result
         if result.best_state is None or self.data.validation is None:
             self.keep(result.steps_done, None)
+        result.resume = ResumeState(
+            weights={k: v.detach().to("cpu", copy=True) for k, v in self.net.state_dict().items()},
+            optimizer=_to_cpu(self.optimizer.state_dict()),
+            steps_done=result.steps_done,
+            optimizer_name=self.cfg.optimizer,
+        )
+        result.kept_start = result.best_step == 0 and self.baseline_due()
         self.update_metadata()
         self.net.load_state_dict(result.best_state)
         result.net = self.net.eval()
@@ -512,15 +666,25 @@ def train(
     config: TrainConfig | None = None,
     net: UNet | str | Path | None = None,
     result: TrainResult | None = None,
+    resume: ResumeState | None = None,
+    view: Callable[[], tuple[int, int, int, int, int] | None] | None = None,
 ) -> Generator[Step | Validation, None, TrainResult]:
     """Train ``net`` (a UNet, a model file to fine-tune, or None for a new preset model).
 
     Yields `Step` after every optimiser step and `Validation` every ``validate_every``
-    steps. Returns (and keeps updating) ``result``; at the end or on ``close()`` its
-    ``net`` holds the best weights by validation IoU (the last ones without hold-out).
+    steps or ``validate_every_s`` seconds (and, fine-tuning a saved model, at step 0).
+    Returns (and keeps updating) ``result``; at the end or on ``close()`` (Stop: the last
+    weights are validated once more) its ``net`` holds the best weights by validation
+    IoU (the last ones without hold-out) and ``resume`` the last weights and optimiser
+    state. ``resume``: continue such a state (``net`` gives the architecture). ``view``:
+    returns the part of the image being looked at (slice, y0, x0, y1, x1) or None; each
+    `Validation` then carries its prediction too (the dock's live preview).
     """
-    run = _Run(data, config or TrainConfig(), net, result if result is not None else TrainResult())
+    result = result if result is not None else TrainResult()
+    run = _Run(data, config or TrainConfig(), net, result, resume, view)
     try:
+        if run.baseline_due():
+            yield run.validate(0)  # the model as it came: kept if nothing beats it
         for step in range(1, run.cfg.steps + 1):
             if run.out_of_time():
                 break
@@ -529,8 +693,10 @@ def train(
                 yield run.validate(step)  # step 1 too: the baseline of the dock's plot
         if run.last_validation_due():
             yield run.validate(run.result.steps_done)
-    except GeneratorExit:
+    except GeneratorExit:  # Stop: the last weights may be the best; no more events
         run.result.stopped_early = True
+        if run.last_validation_due():
+            run.validate(run.result.steps_done)
     return run.finish()
 
 
@@ -545,21 +711,51 @@ def _training_data(
     axes: str | None,
     channels: Sequence[int] | None,
     start_from: UNet | str | Path | None,
+    **options: Any,
 ) -> TrainingData:
-    """(T, Z, C, Y, X) -> the (N, C, Y, X) slices and (N, Y, X) labels `TrainingData` takes."""
+    """(T, Z, C, Y, X) -> the (N, C, Y, X) slices and (N, Y, X) labels `TrainingData` takes
+    (``options``: `TrainingData.from_arrays` keywords; ``background`` is laid out as the
+    labels are)."""
     found = axes_.parse(axes, np.shape(image), _channels_of(start_from))
     x = axes_.pick_channels(axes_.to_tzcyx(image, found), channels)
     if found.order in ("YX", "ZYX") and channels is None:  # as given: 2D keeps its slice 0
-        return TrainingData.from_arrays(image, labels, regions=regions)
+        return TrainingData.from_arrays(image, labels, regions=regions, **options)
     y = axes_.labels_to_tzyx(as_labels(labels, "labels", max_ndim=4), found)
     n = x.shape[0] * x.shape[1]
+    if options.get("background") is not None:
+        bg = axes_.labels_to_tzyx(np.asarray(options["background"]) != 0, found)
+        options["background"] = bg.reshape(n, *bg.shape[2:])
     stack = x.reshape(n, *x.shape[2:])
     return TrainingData.from_arrays(
         stack[:, 0] if stack.shape[1] == 1 else stack,
         y.reshape(n, *y.shape[2:]),
         regions=regions,
         channels=stack.shape[1],
+        **options,
     )
+
+
+def _clip_view(box, height: int, width: int) -> tuple[int, int, int, int]:
+    """The view box inside the image, at most ``VIEW_MAX_PX`` square around its centre."""
+    y0, x0, y1, x1 = (int(round(v)) for v in box)
+    cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
+    half = VIEW_MAX_PX // 2
+    if y1 - y0 > VIEW_MAX_PX:
+        y0, y1 = cy - half, cy + half
+    if x1 - x0 > VIEW_MAX_PX:
+        x0, x1 = cx - half, cx + half
+    return max(y0, 0), max(x0, 0), min(y1, height), min(x1, width)
+
+
+def _to_cpu(state: Any) -> Any:
+    """A copy of an optimiser state dict with every tensor on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_to_cpu(v) for v in state]
+    return state
 
 
 def training_job(
@@ -570,6 +766,10 @@ def training_job(
     regions: list[Box] | None = None,
     stop: threading.Event | None = None,
     result: TrainResult | None = None,
+    resume: ResumeState | None = None,
+    background: np.ndarray | None = None,
+    training: TrainingSettings | None = None,
+    view: Callable[[], tuple[int, int, int, int, int] | None] | None = None,
     axes: str | None = None,
     channels: Sequence[int] | None = None,
     channel_names: Sequence[str] | None = None,
@@ -581,6 +781,11 @@ def training_job(
     of ``config.preset``), a model file, or a UNet (copied: the caller's is not changed).
     ``stop`` set: ends after the current step, keeping the best model. ``result`` (if
     given) is kept up to date, so a caller interrupted mid-step still has the best model.
+    ``resume``: a `ResumeState` (``Trained.resume``) to continue, with ``start_from``
+    the net it belongs to. ``background``: background strokes (non-zero = no cell);
+    ``training``: the `TrainingSettings` the preview docks show (loss weights,
+    augmentation, unpainted pixels); its augmentation replaces ``config.augment``.
+    ``view``: see `train`.
     Returns None when stopped before the first step.
 
     ``axes`` (letters of TZCYX; guessed when None: YX, ZYX, RGB as YXC) and ``channels``
@@ -590,8 +795,22 @@ def training_job(
     """
     stop = stop or threading.Event()
     config = config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
+    if training is not None:
+        training.check()
+        config = replace(config, augment=training.augment)
     config.check()
-    data = _training_data(image, labels, regions, axes, channels, start_from)
+    training = training or TrainingSettings(augment=config.augment)
+    data = _training_data(
+        image,
+        labels,
+        regions,
+        axes,
+        channels,
+        start_from,
+        background=background,
+        unpainted=training.unpainted,
+        weight_settings=training.weights,
+    )
     data.input = {
         "axes": axes_.parse(axes, np.shape(image), _channels_of(start_from)).order,
         "channels": data.in_channels,
@@ -603,7 +822,7 @@ def training_job(
     if isinstance(start_from, torch.nn.Module):
         start_from = copy.deepcopy(start_from)
     result = result if result is not None else TrainResult()
-    job = train(data, config, net=start_from, result=result)
+    job = train(data, config, net=start_from, result=result, resume=resume, view=view)
     for event in job:
         yield event
         if stop.is_set():

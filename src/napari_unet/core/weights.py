@@ -26,6 +26,10 @@ SIGMA_PX = 5.0
 NEGLIGIBLE = 1e-6
 # Alternative class weighting 1 / ln(c + p_class) of ENet (Paszke et al. 2016).
 LOG_OFFSET = 1.02
+# Cap on a class weight w_c: with few painted cells "balance" would weight cell pixels by
+# 50-80, which (with the border term) made single tiles dominate the loss (spikes of 1000x
+# the median on real images). A capped rare class still pulls, at most 5x a common pixel.
+MAX_CLASS_WEIGHT = 5.0
 
 
 # Progress of a stack: ``done`` of ``total`` slices finished.
@@ -119,14 +123,18 @@ def border_weights(labels: np.ndarray, w0: float = W0, sigma: float = SIGMA_PX) 
 
 
 def class_weights(
-    target: np.ndarray, ignore: np.ndarray | None = None, mode: str = "balance"
+    target: np.ndarray,
+    ignore: np.ndarray | None = None,
+    mode: str = "balance",
+    max_weight: float | None = MAX_CLASS_WEIGHT,
 ) -> np.ndarray:
     """Per-pixel class weight ``w_c`` (float32) from the frequencies of cell and background.
 
     ``"balance"``: each class gets total weight N/2 (N = counted pixels), so the mean
     weight is 1 and both classes pull equally. ``"log"``: ``1 / ln(1.02 + p_class)``
     (ENet), gentler for rare classes. A class that is absent does not count; ignored
-    pixels are not counted and get weight 0.
+    pixels are not counted and get weight 0. No class weighs more than ``max_weight``
+    (``None``: no cap), so a rare class cannot make a few pixels dominate the loss.
     """
     target = as_labels(target)
     counted = _ignore_mask(ignore, target.shape)
@@ -144,6 +152,8 @@ def class_weights(
             weight = 1.0 / math.log(LOG_OFFSET + counts[cls] / n_total)
         else:
             raise InputError(f"class weight mode must be 'balance' or 'log'; got {mode!r}")
+        if max_weight is not None:
+            weight = min(weight, max_weight)
         out[(foreground == cls) & counted] = weight
     return out
 
@@ -153,8 +163,9 @@ def weight_map(labels: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
     ``weights`` of `weight_maps_iter` (same arguments) run to the end.
 
     ``w_c + border term``, both on the separated target (``separate_touching``), so the
-    gaps between touching cells get the highest weights. ``balance=False`` uses w_c = 1.
-    Pixels where ``ignore`` is True get weight 0 (unannotated areas).
+    gaps between touching cells get the highest weights. ``balance=False`` uses w_c = 1;
+    a balanced w_c is at most ``max_class_weight``. Pixels where ``ignore`` is True get
+    weight 0 (unannotated areas).
     """
     return run_to_end(weight_maps_iter(labels, *args, **kwargs)).weights
 
@@ -165,6 +176,7 @@ def weight_maps_iter(
     sigma: float = SIGMA_PX,
     balance: bool = True,
     ignore: np.ndarray | None = None,
+    max_class_weight: float | None = MAX_CLASS_WEIGHT,
 ) -> Generator[SliceDone, None, WeightMaps]:
     """Compute `WeightMaps` slice by slice, yielding `SliceDone` after each slice.
 
@@ -189,7 +201,7 @@ def weight_maps_iter(
         yield SliceDone(i + 1, len(planes))
     weights = border.reshape(target.shape)
     if balance:
-        weights += class_weights(target, ignored)
+        weights += class_weights(target, ignored, max_weight=max_class_weight)
     else:
         weights += 1.0
     if ignored is not None:

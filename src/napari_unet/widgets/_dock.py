@@ -98,7 +98,8 @@ class Dock(QWidget):
         return picker
 
     def release(self) -> None:
-        """Closed: stop the job and every reaction to the viewer."""
+        """Closed: stop the job (a training still publishes its best model) and every
+        reaction to the viewer."""
         self.jobs.cancel()
         _disconnect_all(self._connections)
 

@@ -3,9 +3,9 @@
 A dock owns one `JobSlot`. ``start`` runs a core generator in a worker thread;
 ``cancel`` sets the job's stop event: a job function with a ``stop`` parameter gets the
 event and ends itself (returning what it has, e.g. the best model so far), any other
-generator is closed at its next event (its ``finally`` runs). ``replace`` is for
-previews: the newest request wins, the running job is cancelled and its results are
-dropped. Results of a job never reach a dock that was closed meanwhile.
+generator is closed at its next event (its ``finally`` runs) and returns nothing to
+show. ``replace`` is for previews: the newest request wins, the running job is
+cancelled and its results are dropped. Nothing reaches a dock that was deleted.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def report_error(exc: BaseException) -> None:
         show_error(str(exc))
     else:
         show_error(f"{type(exc).__name__}: {exc}")
+
+
+CANCELLED = object()  # what a job stopped by `cancel` returns: nothing to show
 
 
 class core_job:  # noqa: N801 (used like a function)
@@ -59,7 +62,7 @@ def _drive(function: Callable[..., Any], stop: threading.Event, args, kwargs) ->
             except StopIteration as end:
                 return end.value
             yield event
-        return None
+        return CANCELLED
     finally:
         job.close()
 
@@ -129,7 +132,9 @@ class JobSlot:
         if on_yield is not None:
             worker.yielded.connect(lambda value: fresh(ticket) and on_yield(value))
         if on_return is not None:
-            worker.returned.connect(lambda value: fresh(ticket) and on_return(value))
+            worker.returned.connect(
+                lambda value: value is not CANCELLED and fresh(ticket) and on_return(value)
+            )
         worker.errored.connect(lambda exc: self._error(ticket, exc, on_error))
         worker.finished.connect(lambda: self._finished(ticket, on_finish))
         self._worker = worker

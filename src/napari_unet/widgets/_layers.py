@@ -12,8 +12,10 @@ from magicgui.widgets import ComboBox
 # layer.metadata key marking a layer the plugin made. "preview" layers (weight maps,
 # galleries, training previews, error layers...) are never offered as inputs; "result"
 # layers (predicted labels) are, since people evaluate, correct and train on them.
+# "background" layers (the Annotate dock's background strokes) belong to their image and
+# are read through it, so no picker offers them either.
 OWNER_KEY = "napari_unet"
-PREVIEW, RESULT = "preview", "result"
+PREVIEW, RESULT, BACKGROUND = "preview", "result", "background"
 
 
 def kind_of(layer) -> str:
@@ -23,6 +25,11 @@ def kind_of(layer) -> str:
 
 def is_preview(layer) -> bool:
     return getattr(layer, "metadata", {}).get(OWNER_KEY) == PREVIEW
+
+
+def is_offered(layer) -> bool:
+    """Whether layer pickers offer ``layer``: not a preview nor background strokes."""
+    return getattr(layer, "metadata", {}).get(OWNER_KEY) not in (PREVIEW, BACKGROUND)
 
 
 def owned_layer(viewer, name: str):
@@ -66,7 +73,7 @@ def layer_picker(
     prefer: Callable[[Any], bool] | None = None,
     tooltip: str = "",
 ) -> ComboBox:
-    """A magicgui layer box offering the viewer's layers of ``kind`` (not previews).
+    """A magicgui layer box offering the viewer's layers of ``kind`` (`is_offered`).
 
     ``reset_choices()`` refreshes it, keeping the current choice while it exists (a
     `Dock` calls it on every change of the layer list). ``none``: an entry meaning "no
@@ -75,7 +82,7 @@ def layer_picker(
     """
 
     def choices(_widget=None) -> list[tuple[str, Any]]:
-        layers = [x for x in viewer.layers if kind_of(x) == kind and not is_preview(x)]
+        layers = [x for x in viewer.layers if kind_of(x) == kind and is_offered(x)]
         preferred = [x for x in layers if prefer is not None and prefer(x)]
         others = [x for x in layers if x not in preferred]
         entries = [(x.name, x) for x in preferred]

@@ -1,7 +1,10 @@
 """Annotate dock: attach or create an instance labels layer and paint cells, slice by slice.
 
 The dock never edits label values itself; it only sets napari's brush (label id, size,
-mode), counts what is annotated and moves between annotated slices.
+mode), counts what is annotated and moves between annotated slices. The background
+brush paints into a second labels layer, ``<image> background``: strokes there mean
+"definitely no cell here" (as ilastik's background label), which training uses when
+only a few cells are painted.
 """
 
 from __future__ import annotations
@@ -18,15 +21,25 @@ from napari_unet.widgets._autosave import autosave_for
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import report_error
 from napari_unet.widgets._layers import (
+    BACKGROUND,
+    OWNER_KEY,
     go_to_plane,
     grid_problem,
     kind_of,
+    layer_named,
     pixel_shape,
     plane_index,
 )
 
 REGIONS_LAYER = "training regions"
 labels_shape_for = pixel_shape  # the labels grid of an image layer (no RGB axis)
+BACKGROUND_SUFFIX = " background"  # the background strokes layer is "<image> background"
+BACKGROUND_COLOUR = "#00c8ff"
+
+
+def background_layer_for(viewer, image_name: str):
+    """The background strokes layer of an image (``<image> background``), or None."""
+    return layer_named(viewer, image_name + BACKGROUND_SUFFIX)
 
 
 class AnnotateDock(Dock):
@@ -42,6 +55,11 @@ class AnnotateDock(Dock):
         self.brush_size = QSpinBox()
         self.brush_size.setRange(1, 200)
         self.brush_size.setValue(10)
+        self.background_button = QPushButton("Background brush")
+        self.background_button.setToolTip(
+            "Paint where there is definitely no cell (its own layer, '<image> background'); "
+            "with a few painted cells, training learns background there and next to them"
+        )
         self.previous_button = QPushButton("◀ Previous annotated")
         self.next_button = QPushButton("Next annotated ▶")
         self.regions_button = QPushButton("Add training regions")
@@ -62,6 +80,7 @@ class AnnotateDock(Dock):
         )
         self.body.addWidget(self.create_button)
         self.body.addWidget(self.new_cell_button)
+        self.body.addWidget(self.background_button)
         self.add_row(self.previous_button, self.next_button)
         self.body.addWidget(self.regions_button)
         self.add_row(self.folder_button, self.restore_button)
@@ -74,9 +93,11 @@ class AnnotateDock(Dock):
         self._recount_timer.setInterval(200)
         self._recount_timer.timeout.connect(self.refresh_status)
         self._watched = None
+        self._watched_background = None
 
         self.create_button.clicked.connect(self.create_labels)
         self.new_cell_button.clicked.connect(self.new_cell)
+        self.background_button.clicked.connect(self.background_brush)
         self.brush_size.valueChanged.connect(self._apply_brush)
         self.previous_button.clicked.connect(lambda: self.jump(-1))
         self.next_button.clicked.connect(lambda: self.jump(+1))
@@ -268,6 +289,49 @@ class AnnotateDock(Dock):
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
 
+    def background_brush(self):
+        """Select the background brush: label 1 of the ``<image> background`` layer.
+
+        The layer is created (empty, the image's shape) the first time, never replaced.
+        """
+        image = self.image_layer
+        if image is None or grid_problem(image):
+            report_error(ValueError(grid_problem(image) or "Open or choose an image layer first."))
+            return None
+        layer = background_layer_for(self.viewer, image.name)
+        shape = labels_shape_for(image)
+        if layer is not None and (kind_of(layer) != "labels" or layer.data.shape != shape):
+            report_error(
+                ValueError(
+                    f"Layer {layer.name!r} is not a labels layer of shape {shape} like image "
+                    f"{image.name!r}: rename or remove it to paint background."
+                )
+            )
+            return None
+        if layer is None:
+            layer = self.viewer.add_labels(
+                np.zeros(shape, dtype=np.uint8),
+                name=image.name + BACKGROUND_SUFFIX,
+                scale=image.scale[-len(shape) :],
+                translate=image.translate[-len(shape) :],
+                opacity=0.5,
+                metadata={OWNER_KEY: BACKGROUND},
+            )
+        if self._watched_background is not layer:  # recount as background is painted
+            if self._watched_background is not None:
+                for emitter in self._label_events(self._watched_background):
+                    self.unlisten(emitter, self._schedule_recount)
+            for emitter in self._label_events(layer):
+                self.listen(emitter, self._schedule_recount)
+            self._watched_background = layer
+        _set_single_colour(layer, BACKGROUND_COLOUR)
+        layer.selected_label = 1
+        layer.brush_size = self.brush_size.value()
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        self.refresh_status()
+        return layer
+
     def _apply_brush(self, size: int) -> None:
         if self.labels_layer is not None:
             self.labels_layer.brush_size = size
@@ -287,7 +351,13 @@ class AnnotateDock(Dock):
         elif summary is None:
             self.status.setText("Choose an image and create its labels layer to start.")
         else:
-            self.status.setText(summary.describe())
+            text = summary.describe()
+            image = self.image_layer
+            background = None if image is None else background_layer_for(self.viewer, image.name)
+            if background is not None and kind_of(background) == "labels":
+                strokes = annotations.count_strokes(background.data)
+                text += f"; {strokes} background stroke{'s' if strokes != 1 else ''}"
+            self.status.setText(text)
         is_stack = summary is not None and summary.n_slices > 1
         self.previous_button.setEnabled(is_stack)
         self.next_button.setEnabled(is_stack)
@@ -338,3 +408,13 @@ class AnnotateDock(Dock):
         layer.mode = "add_rectangle"
         self.viewer.layers.selection.active = layer
         return layer
+
+
+def _set_single_colour(layer, colour: str) -> None:
+    """Show every stroke of ``layer`` in one colour (napari >= 0.5 and older)."""
+    try:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        layer.colormap = DirectLabelColormap(color_dict={1: colour, None: "transparent"})
+    except (ImportError, TypeError, ValueError):  # older napari: keep its colours
+        pass

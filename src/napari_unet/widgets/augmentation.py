@@ -2,7 +2,9 @@
 
 Takes the current slice of an image (and optionally its labels), augments it N times
 with `core.augment` off the GUI thread, and shows the samples as a stack beside the
-original, with the deformed sampling grid drawn over each sample.
+original, with the deformed sampling grid drawn over each sample. Its settings are the
+viewer's training settings (`_session.training_settings`): the Train dock trains with
+exactly what is previewed here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from qtpy.QtWidgets import QCheckBox, QPushButton, QSpinBox
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core.augment import GRID, SIGMA_PX, AugmentConfig, Gallery, gallery
+from napari_unet.widgets import _session
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import report_error
 from napari_unet.widgets._layers import (
@@ -118,9 +121,37 @@ class AugmentationDock(Dock):
         ):  # fmt: skip
             slider.valueChanged.connect(self._changed)
         self.grid.valueChanged.connect(self._changed)
-        self.n_samples.valueChanged.connect(self._changed)
+        self.n_samples.valueChanged.connect(self._preview_changed)
+        self.adopt(_session.training_settings(self.viewer))
+        self.listen(_session.settings_changed(self.viewer), self.adopt)
 
     # --- parameters ---------------------------------------------------------------------
+
+    def _controls(self):
+        return (
+            self.elastic, self.grid, self.sigma, self.flips, self.rot90, self.rotate,
+            self.zoom, self.gain, self.offset, self.gamma, self.noise, self.blur,
+        )  # fmt: skip
+
+    def adopt(self, settings) -> None:
+        """Show the viewer's training augmentation (set elsewhere, e.g. by a loaded model).
+
+        Training with augmentation off shows as every control off.
+        """
+        config = settings.augment or AugmentConfig.off(grid=DEFAULTS.grid)
+        values = (
+            config.elastic, config.grid, config.sigma_px, config.flips, config.rot90,
+            config.rotate_deg, config.scale[1] - 1.0, config.gain[1] - 1.0,
+            config.offset[1], config.gamma[1] - 1.0, config.noise_std,
+            config.blur_sigma_px[1],
+        )  # fmt: skip
+        for control, value in zip(self._controls(), values, strict=True):
+            control.blockSignals(True)
+            if isinstance(control, QCheckBox):
+                control.setChecked(bool(value))
+            else:
+                control.setValue(value)
+            control.blockSignals(False)
 
     def config(self) -> AugmentConfig:
         """The AugmentConfig the controls describe (sliders at 0 switch a change off)."""
@@ -143,6 +174,10 @@ class AugmentationDock(Dock):
     # --- jobs ---------------------------------------------------------------------------
 
     def _changed(self, *args) -> None:
+        _session.update_training_settings(self.viewer, source=self.adopt, augment=self.config())
+        self._preview_changed()
+
+    def _preview_changed(self, *args) -> None:
         if self._live:
             self._debounce.start()
 

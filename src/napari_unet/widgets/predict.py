@@ -41,6 +41,7 @@ from napari_unet.widgets._layers import (
     select,
     set_layer,
 )
+from napari_unet.widgets.batch import BatchPanel
 
 SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
 CURRENT, ALL = "Current slice", "All slices"
@@ -141,6 +142,8 @@ class PredictDock(Dock):
         link_row.addWidget(self.stitch_threshold)
         self.body.addLayout(link_row)
         self.body.addLayout(buttons)
+        self.batch = BatchPanel(self)  # batch mode: a whole folder (widgets/batch.py)
+        self.body.addWidget(self.batch)
         self.end_body()
 
         self._progress = None

@@ -46,9 +46,16 @@ from napari_unet.widgets._autosave import autosave_for
 from napari_unet.widgets._channels import ChannelPicker, gather
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import report_error
-from napari_unet.widgets._layers import grid_problem, set_layer
+from napari_unet.widgets._layers import grid_problem, kind_of, plane_index, set_layer
+from napari_unet.widgets.annotate import REGIONS_LAYER, background_layer_for
 
 STARTER, FILE = "starter", "file"
+UNPAINTED = {  # choice shown -> `TrainingSettings.unpainted`
+    "auto": "auto",
+    "ignored (a few painted cells)": "ignore",
+    "background (completely painted)": "background",
+}
+USE_REFRESH_MS = 300  # the "what will be used" line follows painting at most this often
 
 
 def new_model_choice(preset: str) -> str:
@@ -74,21 +81,33 @@ def train_and_keep(
     regions: list | None,
     stop: threading.Event,
     folder: Path | None = None,
-    **channels: Any,
+    **options: Any,
 ) -> Generator[Any, None, Any]:
-    """`core.train.training_job`, then the best model and the settings go into the
-    project folder (``channels``: axes, channel_names). Runs in the worker thread (torch loads there), so the model is kept
-    even when the viewer was closed during training (that stops it after a step)."""
+    """`core.train.training_job` (``options``: resume, background, training, view, axes,
+    channel_names), then the best model and the settings go into the project folder.
+    Runs in the worker thread (torch loads there), so the model is kept even when the
+    viewer was closed during training (that stops it after a step)."""
     from napari_unet.core import project
     from napari_unet.core.train import training_job
 
     trained = yield from training_job(
-        image, labels, settings, start_from, regions, stop=stop, **channels
+        image, labels, settings, start_from, regions, stop=stop, **options
     )
     if trained is not None and folder is not None:
         project.save_model(folder, trained.net, trained.metadata)
         project.save_settings(folder, {"training": settings})
     return trained
+
+
+def _read_settings(path: str):
+    """The `TrainingSettings` saved in a model file, or None when it cannot be read."""
+    from napari_unet.core.checkpoint import CheckpointError, read_metadata
+    from napari_unet.core.settings import TrainingSettings
+
+    try:
+        return TrainingSettings.from_metadata(read_metadata(path))
+    except CheckpointError:
+        return None
 
 
 def _cuda_available() -> bool:
@@ -112,8 +131,6 @@ class TrainDock(Dock):
     """Pick image, labels and regions; Start, watch the plot and preview; Save the model."""
 
     def __init__(self, napari_viewer):
-        from napari_unet.widgets.annotate import REGIONS_LAYER
-
         super().__init__(napari_viewer)
         self.image_picker = self.picker("image")
         self.channels = ChannelPicker()
@@ -153,6 +170,20 @@ class TrainDock(Dock):
         )
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
+        self.unpainted = QComboBox()
+        self.unpainted.addItems(list(UNPAINTED))
+        self.unpainted.setToolTip(
+            "Pixels nobody painted. auto: ignored when only a few cells are painted (many "
+            "unpainted pixels look like cells; no training boxes), else background"
+        )
+        self.use_label = QLabel("")
+        self.use_label.setWordWrap(True)
+        self.settings_label = QLabel("")
+        self.settings_label.setWordWrap(True)
+        self.settings_label.setToolTip(
+            "Set in the Weight map and Augmentation docks; saved in the model file and "
+            "restored when you fine-tune a saved model"
+        )
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
@@ -181,6 +212,7 @@ class TrainDock(Dock):
         form.addRow("Batch size", self.batch_size)
         form.addRow("Validate every", self.validate_every)
         form.addRow("Device", self.device)
+        form.addRow("Unpainted pixels", self.unpainted)
         buttons = QHBoxLayout()
         for button in (
             self.start_button,
@@ -191,11 +223,15 @@ class TrainDock(Dock):
         ):
             buttons.addWidget(button)
         self.body.addLayout(form)
+        self.body.addWidget(self.use_label)
+        self.body.addWidget(self.settings_label)
         self.body.addLayout(buttons)
         self.body.addWidget(self.canvas)
         self.end_body()
 
         self._image_layer = None  # the image of the running training (preview placement)
+        self._background = None  # its background strokes
+        self._view_box = None  # (slice, y0, x0, y1, x1) of the image on screen
         self._project: Path | None = None  # where the model is kept (`core.project`)
         self._pbar = None
         self._finished = None  # the latest trained model (`core.train.Trained`)
@@ -216,6 +252,29 @@ class TrainDock(Dock):
         self.export_button.clicked.connect(self._ask_export)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
+        self.model_file.editingFinished.connect(self._restore_settings)
+        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; before: viewer.camera
+        camera = scene.camera if scene is not None else self.viewer.camera
+        self.listen(camera.events.center, self._update_view_box)
+        self.listen(camera.events.zoom, self._update_view_box)
+        self.listen(self.viewer.dims.events.current_step, self._update_view_box)
+        # What the annotation will teach: recounted shortly after painting stops.
+        self._use_timer = QTimer(self)
+        self._use_timer.setSingleShot(True)
+        self._use_timer.setInterval(USE_REFRESH_MS)
+        self._use_timer.timeout.connect(self.refresh_use)
+        self._watched: list = []
+        for picker in (self.image_picker, self.labels_picker, self.regions_picker):
+            picker.changed.connect(self._on_layers_chosen)
+        # a background strokes layer added or removed: watch it (the pickers skip it)
+        for emitter in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            self.listen(emitter, self._on_layers_chosen)
+        self.unpainted.currentTextChanged.connect(self._publish_unpainted)
+        self.unpainted.currentTextChanged.connect(self._schedule_use)
+        self._show_settings(_session.training_settings(self.viewer))
+        self.listen(_session.settings_changed(self.viewer), self._show_settings)
+        self._restoring = None
+        self._on_layers_chosen()
         self._on_model_choice(self.model_combo.currentText())
         self._set_running(False)
         self._probe_gpu()
@@ -228,12 +287,14 @@ class TrainDock(Dock):
             from matplotlib.figure import Figure
         except ImportError:  # matplotlib is optional: the status line still shows numbers
             return None, QLabel("Install matplotlib to see the training curves."), {}
-        figure = Figure(figsize=(4, 2.6), tight_layout=True)
+        # constrained layout keeps the legend (above the axes) outside the curves
+        figure = Figure(figsize=(4, 2.8), layout="constrained")
         canvas = FigureCanvasQTAgg(figure)
-        canvas.setMinimumHeight(200)
+        canvas.setMinimumHeight(220)
         loss_axes = figure.add_subplot(1, 1, 1)
         loss_axes.set_xlabel("step")
-        loss_axes.set_ylabel("loss")
+        loss_axes.set_ylabel("loss (log scale)")
+        loss_axes.set_yscale("log")  # a spike and a slow decline both stay readable
         iou_axes = loss_axes.twinx()
         iou_axes.set_ylabel("validation IoU")
         iou_axes.set_ylim(0.0, 1.0)
@@ -246,7 +307,14 @@ class TrainDock(Dock):
                 [], [], color="tab:green", marker="s", ms=3, label="validation IoU"
             )[0],
         }
-        loss_axes.legend(handles=list(lines.values()), loc="center right", fontsize="small")
+        loss_axes.legend(
+            handles=list(lines.values()),
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.0),
+            ncol=3,
+            fontsize="x-small",
+            frameon=False,
+        )
         return figure, canvas, lines
 
     def _probe_gpu(self) -> None:
@@ -265,6 +333,85 @@ class TrainDock(Dock):
         from_file = MODELS.get(text) == FILE
         self.model_file.setEnabled(from_file)
         self.browse_button.setEnabled(from_file)
+        self._restore_settings()
+
+    # --- shared settings and what the annotation teaches --------------------------------
+
+    def _show_settings(self, settings) -> None:
+        self.settings_label.setText("Training settings: " + settings.describe())
+        mode = next(k for k, v in UNPAINTED.items() if v == settings.unpainted)
+        if self.unpainted.currentText() != mode:
+            self.unpainted.setCurrentText(mode)
+
+    def _publish_unpainted(self, text: str) -> None:
+        _session.update_training_settings(self.viewer, unpainted=UNPAINTED[text])
+
+    def _restore_settings(self) -> None:
+        """Fine-tuning a saved model: its loss and augmentation settings become the
+        viewer's (the preview docks follow). The file is read off the GUI thread."""
+        if MODELS.get(self.model_combo.currentText()) not in (STARTER, FILE):
+            return
+        try:
+            _, path = self._start_from()
+        except InputError:
+            return
+        worker = thread_worker(_read_settings, start_thread=False)(path)
+        worker.returned.connect(lambda restored: self._on_restored(path, restored))
+        worker.start()
+        self._restoring = worker
+
+    def _on_restored(self, path: str, restored) -> None:
+        if restored is None or self.jobs.busy:
+            return
+        _session.update_training_settings(
+            self.viewer, weights=restored.weights, augment=restored.augment
+        )
+        self.status.setText(
+            f"Training settings restored from {Path(path).name}: {restored.describe()}"
+        )
+
+    def _on_layers_chosen(self, *args) -> None:
+        """Watch the chosen labels, background and regions layers for edits."""
+        for emitter in self._watched:
+            self.unlisten(emitter, self._schedule_use)
+        self._watched = []
+        image = self.image_picker.value
+        layers = [
+            self.labels_picker.value,
+            None if image is None else background_layer_for(self.viewer, image.name),
+            self.regions_picker.value,
+        ]
+        for layer in layers:
+            if layer is None:
+                continue
+            for name in ("paint", "data", "set_data"):
+                emitter = getattr(layer.events, name, None)
+                if emitter is not None:
+                    self.listen(emitter, self._schedule_use)
+                    self._watched.append(emitter)
+        self._schedule_use()
+
+    def _schedule_use(self, *args) -> None:
+        self._use_timer.start()
+
+    def refresh_use(self) -> None:
+        """Say what training will use ("12 cells, 3 background strokes, area used: 18 %")."""
+        from napari_unet.core.data import describe_use
+
+        try:
+            image, labels, boxes, background = self._annotation()
+            use = describe_use(
+                image,
+                labels,
+                regions=boxes,
+                background=background,
+                unpainted=UNPAINTED[self.unpainted.currentText()],
+            )
+        except InputError as exc:
+            self.use_label.setText(str(exc))
+            return
+        warnings = "".join(f"<br><b>Warning:</b> {w}" for w in use.warnings)
+        self.use_label.setText("Will train on: " + use.describe() + warnings)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -335,6 +482,11 @@ class TrainDock(Dock):
             *job_args,
             **self._channel_options,
             folder=self._project,
+            # Resume: the last weights with the optimiser's state, not the best weights
+            resume=self._finished.resume if resume and self._finished is not None else None,
+            background=self._background,
+            training=_session.training_settings(self.viewer),
+            view=self._viewed,
             on_yield=self._on_event,
             on_return=self._on_return,
             on_finish=self._on_finish,
@@ -344,7 +496,8 @@ class TrainDock(Dock):
         layer = self.image_picker.value
         self.channels.offer(self.viewer, layer.name if layer is not None else "")
 
-    def _job_arguments(self, resume: bool) -> tuple:
+    def _annotation(self) -> tuple:
+        """(image, labels copy, boxes or None, background strokes or None) of the choices."""
         image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
         if image_layer is None:
             raise InputError("Image: open an image to train on")
@@ -354,6 +507,7 @@ class TrainDock(Dock):
             if grid_problem(layer):
                 raise InputError(grid_problem(layer))
         picked = gather(self.viewer, image_layer, self.channels.ticked())
+        self._picked = picked  # the image with the ticked channels, for `_job_arguments`
         check_same_shape(
             picked.labels_shape,
             labels_layer.data.shape,
@@ -370,6 +524,19 @@ class TrainDock(Dock):
                 if kind == "rectangle"
             ]
             boxes = boxes_from_rectangles(rectangles, labels.shape) or None
+        strokes = background_layer_for(self.viewer, image_layer.name)
+        background = None
+        if (
+            strokes is not None
+            and kind_of(strokes) == "labels"
+            and strokes.data.shape == labels.shape
+        ):
+            background = np.array(strokes.data)
+        return np.asarray(image_layer.data), labels, boxes, background
+
+    def _job_arguments(self, resume: bool) -> tuple:
+        image, labels, boxes, background = self._annotation()
+        image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
         if resume:
             if self._finished is None:
                 raise InputError("Resume: train a model first (Start)")
@@ -383,18 +550,24 @@ class TrainDock(Dock):
         autosave = autosave_for(self.viewer)
         self._project = autosave.watch(labels_layer, image_layer)
         autosave.save_now(labels_layer)
+        picked = self._picked
         image = np.asarray(picked.data)
         self._channel_options = {
             "axes": picked.axes or ("TYX" if picked.time_lapse else None),
             "channel_names": picked.names,
         }
+        self._background = background
+        self._update_view_box()
         return image, labels, self._settings(preset), start_from, boxes
 
     def stop(self) -> None:
         """Stop after the current step; the best model so far is kept and published."""
         if self.jobs.busy:
             self.jobs.cancel()
-            self.status.setText("Stopping after the current step…")
+            self.status.setText(
+                "Stopping after the current step; the last weights are validated once more "
+                "and the better of them and the best so far is kept…"
+            )
 
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
@@ -434,16 +607,35 @@ class TrainDock(Dock):
         latest = self._history["iou"][-1][1]
         return f" · IoU {latest:.3f} (best {self._best_iou:.3f} at step {self._best_step})"
 
+    def _update_view_box(self, event=None) -> None:
+        """Remember the part of the training image on screen (the worker asks for it)."""
+        layer = self._image_layer
+        if layer is None or layer not in self.viewer.layers or grid_problem(layer):
+            return
+        corners = np.asarray(layer.corner_pixels, dtype=float)  # data coordinates
+        (y0, x0), (y1, x1) = corners[0, -2:], corners[1, -2:]
+        z = 0
+        if layer.ndim == 3:
+            (z,) = plane_index(self.viewer, layer)
+        self._view_box = (z, int(y0), int(x0), int(y1) + 1, int(x1) + 1)
+
+    def _viewed(self):
+        return self._view_box  # read by the worker thread: a tuple, replaced atomically
+
     def _show_preview(self, event) -> None:
-        """Foreground probability of the held-out region, placed where it is in the image."""
-        if event.preview is None or event.region is None or self._image_layer is None:
+        """Foreground probability of the part on screen (else the held-out region), placed
+        where it is in the image."""
+        preview, region = event.preview, event.region
+        if getattr(event, "view", None) is not None:
+            preview, region = event.view, event.view_region
+        if preview is None or region is None or self._image_layer is None:
             return
         if self._image_layer not in self.viewer.layers:
             return  # deleted during training: nowhere to place the preview
         image_layer = self._image_layer
-        slice_index, y0, x0, _, _ = event.region
+        slice_index, y0, x0, _, _ = region
         two_d = image_layer.ndim == 2
-        data = event.preview if two_d else event.preview[None]
+        data = preview if two_d else preview[None]
         offset = np.array((y0, x0) if two_d else (slice_index, y0, x0), dtype=float)
         scale = np.asarray(image_layer.scale)[-data.ndim :]
         translate = np.asarray(image_layer.translate)[-data.ndim :] + offset * scale
@@ -481,7 +673,8 @@ class TrainDock(Dock):
         self.status.setText(
             f"Training {how} after {self._offset + finished.steps_done} steps. The best "
             f"model (step {self._offset + finished.best_step}{score}) is now the current "
-            "model for the Predict dock; Save keeps it."
+            "model for the Predict dock; Save keeps it. "
+            + finished.note()
             + ("" if self._project is None else f" A copy is in {self._project}.")
         )
 
@@ -514,7 +707,7 @@ class TrainDock(Dock):
             path = path.with_name(path.name + checkpoint.SUFFIX)
         started = time.perf_counter()
         try:
-            written = checkpoint.save(path, self._finished.net, self._finished.metadata)
+            written = self._finished.save(path)  # and its resume state beside it
         except (OSError, InputError) as exc:
             report_error(exc)
             return None

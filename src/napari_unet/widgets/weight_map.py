@@ -3,11 +3,14 @@
 Shows, for a labels layer, the separated target (touching cells split by gaps), the
 distances d1/d2 and the weight map of the paper, recomputed off the GUI thread whenever
 a parameter, the slice or the labels change. The numbers come from `core.weights`.
+Its parameters are the viewer's training settings (`_session.training_settings`): what
+the preview shows is what the Train dock trains with.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
@@ -15,6 +18,7 @@ from qtpy.QtWidgets import QCheckBox
 from superqt import QLabeledDoubleSlider
 
 from napari_unet.core import weights
+from napari_unet.widgets import _session
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._layers import grid_problem, owned_layer, plane_index, set_layer
 
@@ -57,14 +61,50 @@ class WeightMapDock(Dock):
         self._debounce.setInterval(60)
         self._debounce.timeout.connect(lambda: self.jobs.replace(self._start))
         self._watched = None  # the labels layer whose edits trigger an update
+        self._max_class_weight = weights.MAX_CLASS_WEIGHT
 
-        for signal in (self.w0.valueChanged, self.sigma.valueChanged):
-            signal.connect(self._schedule)
-        for box in (self.balance, self.all_slices):
-            box.toggled.connect(self._schedule)
+        for signal in (self.w0.valueChanged, self.sigma.valueChanged, self.balance.toggled):
+            signal.connect(self._publish)
+        self.all_slices.toggled.connect(self._schedule)
         self.labels_picker.changed.connect(self._on_layer_chosen)
         self.listen(self.viewer.dims.events.current_step, self._on_step)
+        self.listen(_session.settings_changed(self.viewer), self.adopt)
+        self.adopt(_session.training_settings(self.viewer))
         self._on_layer_chosen()
+
+    # --- shared settings ----------------------------------------------------------------
+
+    def adopt(self, settings) -> None:
+        """Show the viewer's training settings (changed by another dock or a loaded model)."""
+        ws = settings.weights
+        for control, value in (
+            (self.w0, ws.w0),
+            (self.sigma, ws.sigma_px),
+            (self.balance, ws.balance),
+        ):
+            control.blockSignals(True)
+            if isinstance(value, bool):
+                control.setChecked(value)
+            else:
+                control.setValue(value)
+            control.blockSignals(False)
+        self._max_class_weight = ws.max_class_weight
+        self._schedule()
+
+    def _publish(self, *args) -> None:
+        """The sliders changed: they are now the training settings too."""
+        current = _session.training_settings(self.viewer).weights
+        _session.update_training_settings(
+            self.viewer,
+            source=self.adopt,
+            weights=replace(
+                current,
+                w0=float(self.w0.value()),
+                sigma_px=float(self.sigma.value()),
+                balance=self.balance.isChecked(),
+            ),
+        )
+        self._schedule()
 
     # --- choices and triggers ---------------------------------------------------------
 
@@ -106,6 +146,7 @@ class WeightMapDock(Dock):
             "w0": self.w0.value(),
             "sigma": self.sigma.value(),
             "balance": self.balance.isChecked(),
+            "max_class_weight": self._max_class_weight,
         }
         n_slices = labels.shape[0] if labels.ndim == 3 else None
         started = time.perf_counter()

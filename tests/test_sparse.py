@@ -1,0 +1,203 @@
+"""A few painted cells: only their surroundings and background strokes teach the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet.core.data import (
+    SPARSE_MAX_COVERAGE,
+    TrainingData,
+    band_px,
+    describe_use,
+)
+from napari_unet.core.settings import TrainingSettings
+from napari_unet.core.synthetic import touching_cells
+
+
+def _paint(truth: np.ndarray, ids) -> np.ndarray:
+    """Copy some ground-truth cells into an empty labels layer, as a user would paint."""
+    out = np.zeros(truth.shape, dtype=np.uint16)
+    for new, old in enumerate(ids, start=1):
+        out[truth == old] = new
+    return out
+
+
+def _brute_distance(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every pixel to the nearest True pixel (brute force)."""
+    ys, xs = np.nonzero(mask)
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    d = np.full(mask.shape, np.inf)
+    for y, x in zip(ys, xs, strict=True):
+        np.minimum(d, np.hypot(yy - y, xx - x), out=d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def sparse_cells():
+    image, truth = touching_cells((128, 128), seed=3)
+    ids = np.unique(truth)[1:]
+    return image, truth, _paint(truth, ids[:: max(1, len(ids) // 3)][:3])
+
+
+def test_few_painted_cells_train_only_near_them(sparse_cells):
+    image, truth, painted = sparse_cells
+    assert np.count_nonzero(painted) / painted.size < SPARSE_MAX_COVERAGE
+    # a flat image: the painted area decides (< SPARSE_MAX_COVERAGE: sparse)
+    data = TrainingData.from_arrays(np.zeros_like(image), painted, validation_fraction=0)
+    assert data.use.sparse_slices == (0,)
+    used = data.weights[0] > 0
+    near = _brute_distance(painted > 0) <= band_px(painted)
+    # a flat image cannot tell cells from background: the whole band is used
+    np.testing.assert_array_equal(used, near)
+    assert np.all(data.targets[0][used & (painted == 0)] == 0)  # band = background
+    assert data.use.used_fraction == pytest.approx(near.mean())
+    # painted cells' diameter sets the band: half the median diameter, within limits
+    areas = np.bincount(painted.ravel())[1:]
+    assert band_px(painted) == round(0.5 * 2 * np.sqrt(np.median(areas) / np.pi))
+
+
+def test_background_strokes_teach_background_far_from_cells(sparse_cells):
+    image, _, painted = sparse_cells
+    strokes = np.zeros(painted.shape, np.uint8)
+    strokes[2:6, 2:40] = 1  # far from the painted cells (checked below)
+    strokes[painted == 1] = 1  # over a painted cell: the cell wins
+    assert _brute_distance(painted > 0)[2:6, 2:40].min() > band_px(painted)
+    data = TrainingData.from_arrays(image, painted, background=strokes, validation_fraction=0)
+    assert np.all(data.weights[0, 2:6, 2:40] > 0) and np.all(data.targets[0, 2:6, 2:40] == 0)
+    # the stroke over cell 1 changes nothing there: still a cell, still trained on
+    assert np.all(data.weights[0][painted == 1] > 0)
+    assert (data.targets[0][painted == 1] == 1).mean() > 0.9
+    assert data.use.n_background_strokes == 1
+    assert "3 cells, 1 background stroke;" in data.use.describe()
+    # strokes alone on another slice make it a background-only annotated slice
+    stack = np.zeros((2, *painted.shape), np.uint16)
+    stack[0] = painted
+    stroke_stack = np.zeros_like(stack)
+    stroke_stack[1, :10, :10] = 1
+    data = TrainingData.from_arrays(np.stack([image, image]), stack, background=stroke_stack)
+    assert data.slice_indices == (0, 1)
+    assert np.count_nonzero(data.weights[1]) == 100
+
+
+def test_unpainted_cells_that_look_like_the_painted_ones_are_not_background():
+    image = np.zeros((64, 64), np.float32)
+    painted = np.zeros((64, 64), np.uint16)
+    painted[20:30, 20:30] = 1
+    image[20:30, 20:30] = 1.0  # bright painted nucleus
+    image[20:30, 30:40] = 1.0  # its unpainted bright neighbour, touching it
+    for y, x in ((45, 5), (45, 45), (5, 50)):
+        image[y : y + 10, x : x + 10] = 1.0  # more unpainted nuclei: the painting is sparse
+    image += np.random.default_rng(0).normal(0, 0.05, image.shape).astype(np.float32)
+    data = TrainingData.from_arrays(image, painted, validation_fraction=0)
+    band = (data.weights[0] > 0) & (painted == 0)
+    assert band.any() and not band[20:30, 31:40].any()  # the neighbour is ignored
+    assert band[20:30, 20 - band_px(painted) : 20].all()  # dark background beside it: used
+    assert data.use.sparse_slices == (0,)
+    assert not (data.weights[0][45:55, 45:55] > 0).any()  # unpainted far nuclei: ignored
+
+
+def test_complete_annotation_boxes_and_the_toggle_keep_unpainted_as_background():
+    image, truth = touching_cells((96, 96), seed=4)
+    assert np.count_nonzero(truth) / truth.size > SPARSE_MAX_COVERAGE
+    data = TrainingData.from_arrays(image, truth, validation_fraction=0)
+    assert data.use.sparse_slices == () and np.all(data.weights[0] > 0)
+    few = _paint(truth, np.unique(truth)[1:3])
+    forced = TrainingData.from_arrays(image, few, unpainted="background", validation_fraction=0)
+    assert np.all(forced.weights[0] > 0)
+    boxed = TrainingData.from_arrays(
+        image, few, regions=[(None, 0, 0, 48, 96)], validation_fraction=0
+    )
+    assert np.all(boxed.weights[0, :48] > 0) and np.all(boxed.weights[0, 48:] == 0)
+    ignored = TrainingData.from_arrays(image, truth, unpainted="ignore", validation_fraction=0)
+    assert ignored.use.sparse_slices == (0,)
+
+
+def test_painted_cells_are_held_out_for_validation_when_there_are_enough():
+    image, truth = touching_cells((256, 256), seed=6)
+    ids = np.unique(truth)[1:]
+    painted = _paint(truth, ids[::6][:10])
+    data = TrainingData.from_arrays(image, painted)
+    region = data.validation
+    assert region is not None
+    window = painted[region.y0 : region.y1, region.x0 : region.x1]
+    held = np.unique(window[region.mask & (window > 0)])
+    assert len(held) == 2  # 20 % of 10 cells
+    for cell in held:  # never trained on
+        assert np.all(data.weights[0][painted == cell] == 0)
+    trained = np.unique(painted[(data.weights[0] > 0) & (painted > 0)])
+    assert len(trained) == 8 and not set(trained) & set(held)
+    few = TrainingData.from_arrays(image, _paint(truth, ids[:3]))
+    assert few.validation is None
+    assert any("only 3 painted" in w for w in few.use.warnings)
+
+
+def test_describe_use_matches_training_and_warns(sparse_cells):
+    image, truth, painted = sparse_cells
+    use = describe_use(image, painted)
+    data = TrainingData.from_arrays(image, painted, validation_fraction=0)
+    assert use == data.use
+    assert use.describe().startswith("3 cells, 0 background strokes; area used: ")
+    full = np.ones_like(truth)
+    assert any("no background" in w for w in describe_use(image, full).warnings)
+    strokes_only = describe_use(image, np.zeros_like(truth), background=truth > 0)
+    assert any("no cells painted" in w for w in strokes_only.warnings)
+    assert describe_use(image, np.zeros_like(truth)).warnings == ("nothing is annotated yet",)
+
+
+def _fine_tune(image, painted, unpainted: str, steps: int = 40):
+    from napari_unet.core.train import Step, TrainConfig, TrainResult, training_job
+    from napari_unet.models import starter_model_path
+
+    result = TrainResult()
+    config = TrainConfig(steps=steps, tile_size=92, device="cpu", seed=0, validate_every=1000)
+    training = TrainingSettings(unpainted=unpainted)
+    losses = []
+    for event in training_job(
+        image, painted, config, str(starter_model_path()), result=result, training=training
+    ):
+        if isinstance(event, Step):
+            losses.append(event.loss)
+    return result, losses
+
+
+def test_a_few_painted_cells_fine_tune_without_collapse_or_spikes():
+    from napari_unet.core import tiling
+    from napari_unet.core.normalize import normalize
+
+    image, truth = touching_cells((192, 192), seed=21)
+    ids = np.unique(truth)[1:]
+    painted = _paint(truth, ids[::5][:8])
+    rest = (truth > 0) & (painted == 0)  # the cells nobody painted
+    sparse, losses = _fine_tune(image, painted, "auto")
+    assert sparse.metadata["training"]["annotation"].startswith("8 cells")
+    # no spike: every loss under 10x the running mean of the 20 before it (the median is
+    # ~0 here: the starter already gets most synthetic tiles right, so they cost nothing)
+    for i in range(20, len(losses)):
+        assert losses[i] < 10 * np.mean(losses[i - 20 : i])
+
+    # the trained (last) weights still find the unpainted cells: nothing taught them as
+    # background (with unpainted = background they would be, and the start model kept)
+    net = sparse.net
+    net.load_state_dict(sparse.resume.weights)
+    probs = tiling.predict_tiled(net.eval(), normalize(image), device="cpu")
+    assert ((probs[1] > 0.5) & rest).sum() / rest.sum() > 0.8
+
+
+def test_cli_trains_with_background_strokes_and_the_unpainted_rule(tmp_path, sparse_cells):
+    from napari_unet._cli import main
+    from napari_unet.core import checkpoint, io
+
+    image, _, painted = sparse_cells
+    strokes = np.zeros(painted.shape, np.uint8)
+    strokes[2:6, 2:40] = 1
+    paths = {n: tmp_path / f"{n}.tif" for n in ("image", "labels", "strokes")}
+    for name, data in zip(paths, (image, painted, strokes), strict=True):
+        io.write(paths[name], data)
+    model = tmp_path / "m.safetensors"
+    args = ["train", str(paths["image"]), str(paths["labels"]), "-o", str(model)]
+    args += ["--steps", "1", "--tile-size", "92", "--device", "cpu"]
+    assert main([*args, "--background", str(paths["strokes"]), "--unpainted", "ignore"]) == 0
+    training = checkpoint.read_metadata(model)["training"]
+    assert training["annotation"].startswith("3 cells, 1 background stroke;")
+    assert training["settings"]["unpainted"] == "ignore"
