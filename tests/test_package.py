@@ -53,7 +53,8 @@ def test_manifest_lists_the_docks_and_samples():
         "Evaluate",
         "Review",
     ]
-    assert {s.key for s in manifest.contributions.sample_data} == {"cells2d", "cells3d"}
+    keys = {s.key for s in manifest.contributions.sample_data}
+    assert keys == {"cells2d", "cells3d", "nuclei_membrane", "stained_nuclei"}
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"]])

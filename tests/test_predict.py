@@ -163,7 +163,7 @@ def test_loaded_checkpoint_predicts_like_the_saved_net(tmp_path):
 
 def test_bad_input_is_explained():
     net = threshold_unet()
-    with pytest.raises(InputError, match="looks like an RGB image"):
+    with pytest.raises(InputError, match="takes 1 channel but the image has 3"):
         run(predict_stack(net, METADATA, np.zeros((64, 64, 3)), CONFIG))
     with pytest.raises(InputError, match=r"2D image \(Y, X\) or a stack"):
         run(predict_stack(net, METADATA, np.zeros((2, 3, 64, 64)), CONFIG))

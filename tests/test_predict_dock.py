@@ -140,5 +140,8 @@ def test_an_rgb_image_is_refused_before_anything_runs(make_napari_viewer, qtbot)
     _session.set_current_model(threshold_unet(), METADATA)
     dock = PredictDock(viewer)
     dock.run_button.click()
-    assert not dock.jobs.busy and "RGB" in dock.status.text()
+    assert not dock.jobs.busy
+    assert "takes 1 channel(s) but the image has 3 (photo R, photo G, photo B)" in (
+        dock.status.text()
+    )
     assert [layer.name for layer in viewer.layers] == ["photo"]

@@ -130,13 +130,17 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("ground_truth", help="ground-truth instance labels of the same shape")
     p.add_argument("--json", metavar="OUT.json", help="also write the metrics as JSON")
     p.add_argument("--no-warping", action="store_true", help="skip the (slowest) warping error")
+    p.add_argument(
+        "--axes",
+        help="ZYX (default for 3D: also scores 3D objects) or TYX (a time-lapse: per frame)",
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from napari_unet.core import io, metrics
+    from napari_unet.core import axes, io, metrics
 
     pred = io.as_labels(io.read(args.prediction), name=args.prediction)
     gt = io.as_labels(io.read(args.ground_truth), name=args.ground_truth)
@@ -146,8 +150,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{args.ground_truth!r} has {gt.shape}: compare labels of the same image."
         )
     n_slices = 1 if gt.ndim == 2 else int(gt.reshape(len(gt), -1).any(axis=1).sum())
+    volume = axes.parse(args.axes, gt.shape, name=args.ground_truth).is_z_stack
     result = drive(
-        metrics.evaluate_iter(gt, pred, warping=not args.no_warping), n_slices, "evaluate"
+        metrics.evaluate_iter(gt, pred, warping=not args.no_warping, volume=volume),
+        n_slices,
+        "evaluate",
     )
     print(metrics.format_table(result.metrics))
     if args.json:
@@ -158,6 +165,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
     from napari_unet.core.postprocess import MIN_SIZE_PX, THRESHOLD
+    from napari_unet.core.stitch import STITCH_THRESHOLD
 
     p.add_argument("model", help="model file (.safetensors) or bioimage.io package (.zip)")
     p.add_argument(
@@ -184,6 +192,14 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         const="",
         help="also write the cell probability (many images: NAME_probability files)",
     )
+    _add_axes(p)
+    p.add_argument(
+        "--stitch-threshold",
+        type=float,
+        help=f"Z stacks: link objects of neighbouring slices overlapping at least this much "
+        f"into 3D objects; 0 = off (default: {STITCH_THRESHOLD} when the axes have Z, "
+        "0 for time-lapses)",
+    )
     _add_device(p)
     p.add_argument(
         "--confidence",
@@ -204,8 +220,18 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     _add_big(p)
 
 
+def _add_axes(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--axes",
+        help="the image's axes, letters of TZCYX ending in YX or YXC, e.g. TZCYX, ZYX, TYX, "
+        "YXC (default: guessed from the shape: YX, ZYX, RGB as YXC)",
+    )
+    p.add_argument("--channels", help="channel numbers to use, in order, e.g. 0,1 (default: all)")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from napari_unet.core import checkpoint, io, predict
+    from napari_unet.core import axes, batch, bigio, checkpoint, io, predict
+    from napari_unet.core.stitch import STITCH_THRESHOLD
 
     if args.uncertainty and not args.confidence:
         raise InputError("--uncertainty needs --confidence OBJECTS.csv")
@@ -216,7 +242,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         reference = confidence.reference_from(
             io.as_labels(io.read(args.reference), args.reference)
         )
-    checkpoint.read_metadata(args.model)  # a bad model file fails before any progress bar
+    # a bad model file fails before any progress bar
+    in_channels = int(checkpoint.read_metadata(args.model)["architecture"].get("in_channels", 1))
+    first = batch.expand_inputs(args.image)[0]  # many images: the first one's axes decide
+    found = axes.parse(args.axes, bigio.open_image(first).shape, in_channels, name=str(first))
+    stitch_threshold = args.stitch_threshold
+    if stitch_threshold is None:
+        stitch_threshold = STITCH_THRESHOLD if found.is_z_stack else 0.0
     config = predict.PredictConfig(
         tile_size=args.tile_size,
         batch_size=args.batch_size,
@@ -225,14 +257,25 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         min_size_px=args.min_size,
         split_merged=args.split_merged,
+        stitch_threshold=stitch_threshold,
         confidence=args.uncertainty_method if args.confidence else None,
     )
+    channels = axes.parse_channels(args.channels)
     if args.confidence:
-        return _predict_with_confidence(args, config, reference)
-    return _predict_big(args, config)
+        return _predict_with_confidence(args, config, reference, found.order, channels)
+    # without --axes each file's axes are guessed; a channel count other than the
+    # model's goes through `core.axes` (it picks the channels the model was trained on)
+    order = args.axes or (found.order if found.channels != in_channels else None)
+    return _predict_big(args, config, order, channels)
 
 
-def _predict_with_confidence(args: argparse.Namespace, config: Any, reference: Any) -> int:
+def _predict_with_confidence(
+    args: argparse.Namespace,
+    config: Any,
+    reference: Any,
+    order: str | None = None,
+    channels: list[int] | None = None,
+) -> int:
     """One image in memory, scored object by object (8 flips/rotations per tile)."""
     from napari_unet.core import batch, io, predict
 
@@ -243,6 +286,8 @@ def _predict_with_confidence(args: argparse.Namespace, config: Any, reference: A
         args.model,
         image,
         config,
+        axes=order,
+        channels=channels,
         keep_foreground=args.probabilities is not None,
         name=args.image,
         reference=reference,
@@ -309,6 +354,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "ignored, or always background",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    _add_axes(p)
 
 
 CPU_MAX_MINUTES = 8.5  # the default CPU run ends within 10 min: start, last validation, save
@@ -317,7 +363,7 @@ CPU_MAX_MINUTES = 8.5  # the default CPU run ends within 10 min: start, last val
 def _cmd_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from napari_unet.core import checkpoint, io, train
+    from napari_unet.core import axes, checkpoint, io, train
     from napari_unet.core.augment import AugmentConfig
     from napari_unet.core.device import resolve_device
     from napari_unet.core.settings import TrainingSettings
@@ -332,9 +378,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     paths = io.training_pairs(args.pairs)
     for image_path, labels_path in paths:
         image = io.read(image_path)
-        labels = io.as_labels(io.read(labels_path), name=str(labels_path))
-        io.check_same_shape(image.shape, labels.shape, image=image_path, labels=labels_path)
+        labels = io.as_labels(io.read(labels_path), name=str(labels_path), max_ndim=4)
+        found = axes.parse(args.axes, image.shape, name=str(image_path))
+        io.check_same_shape(found.labels_shape, labels.shape, image=image_path, labels=labels_path)
         pairs.append((image, labels))
+    found = axes.parse(args.axes, pairs[0][0].shape, name=str(paths[0][0]))
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":
         max_minutes = CPU_MAX_MINUTES
@@ -366,6 +414,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config,
         start_from=args.start,
         result=result,
+        axes=found.order,
+        channels=axes.parse_channels(args.channels),
         background=background,
         training=settings,
         extra_pairs=extra,
@@ -418,7 +468,12 @@ def _add_big(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _predict_big(args: argparse.Namespace, config: Any) -> int:
+def _predict_big(
+    args: argparse.Namespace,
+    config: Any,
+    order: str | None = None,
+    channels: list[int] | None = None,
+) -> int:
     """One file (lazily read; chunked when big) or many files into a folder."""
     import contextlib
     from pathlib import Path
@@ -463,6 +518,8 @@ def _predict_big(args: argparse.Namespace, config: Any) -> int:
             chunk_px=args.chunk_size,
             client=client,
             probabilities=args.probabilities is not None,
+            axes=order,
+            channels=None if channels is None else tuple(channels),
         )
         if not many:
             events = batch.predict_file(

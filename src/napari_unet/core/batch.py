@@ -57,6 +57,10 @@ class Options:
     chunked_above_px: int | None = None  # default: twice a chunk's pixels
     client: Any = None  # a dask.distributed Client, or None: this process
     probabilities: bool = False  # also write "<name>_probability<suffix>"
+    # `core.axes` letters (e.g. "TZCYX", "YXC") and channel indices; None: guessed / all.
+    # Only in-memory prediction reads them: chunked (big 2D) images must be plain.
+    axes: str | None = None
+    channels: tuple[int, ...] | None = None
 
 
 def expand_inputs(spec: str | Path) -> list[Path]:
@@ -116,8 +120,22 @@ def predict_file(
         model_file = model
     channels = int(architecture.get("in_channels", 1))
     above = options.chunked_above_px or 2 * options.chunk_px**2  # bounded memory above this
-    big = _spatial_px(image.shape, channels, path) > above
+    custom = options.axes not in (None, "YX") or options.channels is not None
+    if custom:
+        from napari_unet.core import axes as axes_
+
+        found = axes_.parse(options.axes, image.shape, channels, str(path))
+        big = found.size("Y") * found.size("X") > above
+    else:
+        big = _spatial_px(image.shape, channels, path) > above
     if options.client is not None or bigio.is_zarr(output) or big:
+        if custom:
+            raise InputError(
+                f"{path}: --axes/--channels work in memory only; this image is predicted "
+                "chunk by chunk (big, .zarr output or a dask cluster). Save it as a plain "
+                "(Y, X) / (C, Y, X) image with the channels you want, or predict to .tif "
+                "without --workers/--scheduler."
+            )
         net, metadata = model if isinstance(model, tuple) else checkpoint.load(model)
         return (
             yield from _predict_chunked(
@@ -128,14 +146,22 @@ def predict_file(
         model,
         image,
         options.config,
+        axes=options.axes,
+        channels=options.channels,
         keep_foreground=probabilities is not None,
         name=str(path),
     )
     io.write(output, result.labels)
     if probabilities is not None:
         io.write(probabilities, result.foreground)
-    raw = io.as_image(np.asarray(image), str(path), channels)  # (N, C, Y, X)
-    stats = chunked.CellStats.of(result.labels, np.moveaxis(raw, 1, 0).reshape(channels, -1))
+    labels = result.labels
+    if custom:  # (T, Z, C, Y, X) -> (N, C, Y, X), labels in the same (T, Z) order
+        x = axes_.to_tzcyx(np.asarray(image), found)
+        raw = x.reshape(-1, *x.shape[2:])
+        labels = axes_.labels_to_tzyx(labels, found)
+    else:
+        raw = io.as_image(np.asarray(image), str(path), channels)  # (N, C, Y, X)
+    stats = chunked.CellStats.of(labels, np.moveaxis(raw, 1, 0).reshape(raw.shape[1], -1))
     return stats.summary()
 
 

@@ -109,6 +109,7 @@ class TrainingData:
     validation: ValidationRegion | None = None
     validation_weights: np.ndarray | None = None  # float32 (y1-y0, x1-x0) on the region
     normalisation: dict = field(default_factory=dict)
+    input: dict = field(default_factory=dict)  # axes and channels picked (stored in the model)
     weight_settings: WeightSettings = field(default_factory=WeightSettings)
     use: AnnotationUse | None = None
     unpainted: str = "auto"  # how unpainted pixels were treated (see `informative_region`)

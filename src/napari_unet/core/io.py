@@ -120,8 +120,9 @@ def as_image(data: np.ndarray, name: str = "image", channels: int = 1) -> np.nda
     return out
 
 
-def as_labels(data: np.ndarray, name: str = "labels") -> np.ndarray:
-    """Check an instance label image: integer, non-negative, 2D or a stack. Returns it unchanged."""
+def as_labels(data: np.ndarray, name: str = "labels", max_ndim: int = 3) -> np.ndarray:
+    """Check an instance label image: integer, non-negative, 2D or a stack (up to
+    ``max_ndim`` axes, e.g. 4 for (T, Z, Y, X)). Returns it unchanged."""
     data = np.asarray(data)
     if data.dtype == bool:
         return data.astype(np.uint8)
@@ -132,7 +133,7 @@ def as_labels(data: np.ndarray, name: str = "labels") -> np.ndarray:
         )
     if not np.issubdtype(data.dtype, np.integer):
         raise InputError(f"{name}: labels must be an integer image; got dtype {data.dtype}")
-    if data.ndim not in (2, 3):
+    if not 2 <= data.ndim <= max_ndim:
         raise InputError(f"{name}: expected labels (Y, X) or (Z, Y, X); got shape {data.shape}")
     if data.size and data.min() < 0:
         raise InputError(f"{name}: labels must be >= 0 (0 = background); found {data.min()}")

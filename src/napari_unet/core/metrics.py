@@ -447,6 +447,7 @@ def evaluate_iter(
     thresholds: Sequence[float] = IOU_THRESHOLDS,
     slices: Sequence[int] | None = None,
     warping: bool = True,
+    volume: bool = False,
 ) -> Generator[SliceDone, None, Evaluation]:
     """Score a prediction against ground truth, yielding one ``SliceDone`` per slice.
 
@@ -454,7 +455,8 @@ def evaluate_iter(
     the counts are pooled (TP, FP, FN, pixel pairs, pixels); ``slices`` defaults to the
     annotated ones (ground truth not all zero). Precision, recall, F1, mean matched IoU
     and the error layers use IoU >= ``MATCH_THRESHOLD``. ``warping=False`` skips the
-    slowest measure (reported as NaN).
+    slowest measure (reported as NaN). ``volume=True`` (Z stacks, not time-lapses) adds
+    `objects_3d` of the scored slices: each object is then one 3D object.
     """
     gt, pred = _check_pair(gt, pred)
     chosen = _select_slices(gt, slices)
@@ -528,7 +530,29 @@ def evaluate_iter(
         "merges": merges,
         "slices": len(chosen),
     }
+    if volume and gt.ndim == 3:
+        metrics |= objects_3d(gt[chosen], pred[chosen])
     return Evaluation(metrics, thresholds, ap, error_labels, tuple(errors))
+
+
+def objects_3d(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Scores of a Z stack's 3D objects, each matched over the whole stack at IoU >= 0.5:
+    AP, TP/FP/FN and 3D splits/merges (`split_merge`), keys ending in ``_3d``."""
+    gt, pred = _check_pair(gt, pred)
+    m = match(gt, pred)
+    k = len(m.matched(MATCH_THRESHOLD))
+    n_gt, n_pred = len(m.gt_ids), len(m.pred_ids)
+    splits, merges = split_merge(m)
+    return {
+        f"ap@{MATCH_THRESHOLD:.2f}_3d": _ratio(k, n_gt + n_pred - k, 1.0),
+        "tp_3d": k,
+        "fp_3d": n_pred - k,
+        "fn_3d": n_gt - k,
+        "n_gt_3d": n_gt,
+        "n_pred_3d": n_pred,
+        "splits_3d": len(splits),
+        "merges_3d": len(merges),
+    }
 
 
 def evaluate(gt: np.ndarray, pred: np.ndarray, *args: Any, **kwargs: Any) -> dict[str, float]:
@@ -557,6 +581,14 @@ DESCRIPTIONS: dict[str, str] = {
     "splits": "ground-truth cells cut into 2+ predicted objects",
     "merges": "predicted objects covering 2+ ground-truth cells",
     "slices": "slices scored",
+    "ap@0.50_3d": "AP@0.5 of 3D objects (a Z stack's objects matched over all slices)",
+    "tp_3d": "matched 3D objects (IoU >= 0.5)",
+    "fp_3d": "predicted 3D objects without a match",
+    "fn_3d": "ground-truth 3D objects without a match",
+    "n_gt_3d": "ground-truth 3D objects",
+    "n_pred_3d": "predicted 3D objects",
+    "splits_3d": "ground-truth 3D objects cut into 2+ predicted ones (e.g. along Z)",
+    "merges_3d": "predicted 3D objects covering 2+ ground-truth ones",
 }
 
 

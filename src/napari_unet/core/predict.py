@@ -36,6 +36,9 @@ class PredictConfig:
     threshold: float = postprocess.THRESHOLD
     min_size_px: int = postprocess.MIN_SIZE_PX
     split_merged: bool = False
+    # Z stacks: link each slice's objects to the previous slice's (IoU >= this) into 3D
+    # objects (`stitch.py`); 0 = off, every slice keeps its own ids (time-lapses).
+    stitch_threshold: float = 0.0
     # "tta" or "dropout": also an uncertainty map and per-object confidence
     # (`core.confidence`; labels then come from the samples' mean probability).
     confidence: str | None = None
@@ -88,8 +91,9 @@ def stack_layout(shape: Sequence[int], channels: int, name: str = "image") -> St
     if channels == 1:
         if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
             raise InputError(
-                f"{name}: shape {shape} looks like an RGB image; the model wants one "
-                "grayscale channel. Convert it to grayscale or split the channels first."
+                f"{name}: the model takes 1 channel but the image has {shape[-1]} "
+                f"(shape {shape} looks like RGB): use a model trained on colour images, or "
+                "pick one channel"
             )
         if len(shape) == 2:
             return StackLayout(1, shape, None, False)
@@ -110,7 +114,8 @@ def stack_layout(shape: Sequence[int], channels: int, name: str = "image") -> St
     if plane[-1] == channels:
         return StackLayout(shape[0] if is_stack else 1, plane[:2], 2, is_stack)
     raise InputError(
-        f"{name}: the model wants {channels} channels; shape {shape} has no axis of that size"
+        f"{name}: the model takes {channels} channels but shape {shape} has no axis of "
+        "that size: pick an image with as many channels (or say its axes)"
     )
 
 
@@ -157,18 +162,23 @@ def predict_stack(
     Yields `Progress` after every tile batch and a `SliceResult` per finished slice,
     written at once into ``labels_out`` / ``foreground_out`` when given (any array that
     takes ``out[i] = ...``: numpy, zarr, a memory map); otherwise they are allocated.
-    In a stack every slice's labels are numbered on from the previous slice's.
+    In a stack every slice's labels are numbered on from the previous slice's, or, with
+    ``config.stitch_threshold`` > 0, linked to the previous slice's objects (3D objects;
+    only between consecutive slices predicted in this call).
     Returns the `Prediction`. Closing the generator stops between tile batches.
     With ``config.confidence`` every slice also gets an uncertainty map and a score per
     object (``reference``: a `confidence.Reference` of the annotated cells, optional).
     """
     import torch
 
-    from napari_unet.core import tiling
+    from napari_unet.core import stitch, tiling
     from napari_unet.core.device import resolve_device
 
     channels = int(net.config["in_channels"])
     layout = stack_layout(np.shape(image), channels, name)
+    stitching = bool(config.stitch_threshold) and layout.is_stack
+    if stitching:
+        stitch.check_threshold(config.stitch_threshold)
     slices = list(range(layout.n_slices)) if slices is None else [int(i) for i in slices]
     if any(not 0 <= i < layout.n_slices for i in slices):
         raise InputError(f"{name}: slice index out of range 0..{layout.n_slices - 1}: {slices}")
@@ -190,6 +200,7 @@ def predict_stack(
     percentiles = metadata.get("normalisation", {}).get("percentiles", PERCENTILES)
     ranges = value_ranges(image, layout, percentiles, name)
     total, done, next_id = per_slice * len(slices), 0, 0
+    previous: tuple[int, np.ndarray] | None = None  # (index, labels) of the last slice
     uncertainty_all, objects_all = None, []
     if config.confidence:
         from napari_unet.core import confidence
@@ -223,9 +234,14 @@ def predict_stack(
             min_size=round(config.min_size_px / scale**2),
             split_merged=config.split_merged,
         )
-        if layout.is_stack and labels.any():
+        if stitching and previous is not None and previous[0] == index - 1:
+            labels, next_id = stitch.link_slice(
+                previous[1], labels, config.stitch_threshold, next_id
+            )
+        elif layout.is_stack and labels.any():
             labels = np.where(labels > 0, labels.astype(np.uint32) + next_id, 0)
             next_id = int(labels.max())
+        previous = (index, labels)
         labels_out[index] = labels
         foreground = probabilities[1] if foreground_out is not None else None
         if foreground_out is not None:
@@ -257,10 +273,18 @@ def prediction_job(
     model: str | Path | tuple[Any, dict],
     image: Any,
     config: PredictConfig = PredictConfig(),
+    axes: str | None = None,
+    channels: Sequence[int] | None = None,
     **options: Any,
 ) -> Generator[Progress | SliceResult, None, Prediction]:
     """The one prediction entry point of the docks and the CLI: load ``model`` (a model
-    file, or a (net, metadata) pair), then `predict_stack` (``options`` are its keywords)."""
+    file, or a (net, metadata) pair), then `predict_stack` (``options`` are its keywords).
+
+    With ``axes`` (letters of TZCYX, e.g. "TZCYX", "YXC") and/or ``channels`` (indices
+    into C, in the model's order) any layout of `core.axes` is accepted; labels come back
+    in the image's order without C. Stitching (``config.stitch_threshold``) applies to Z
+    only: time-lapse frames keep their own ids.
+    """
     from napari_unet.core import checkpoint
 
     if isinstance(model, tuple):
@@ -269,4 +293,89 @@ def prediction_job(
         raise InputError("Choose a model file (.safetensors) first.")
     else:
         net, metadata = checkpoint.load(model)
-    return (yield from predict_stack(net, metadata, image, config, **options))
+    if axes is None and channels is None:
+        return (yield from predict_stack(net, metadata, image, config, **options))
+    return (yield from _predict_axes(net, metadata, image, config, axes, channels, **options))
+
+
+def check_channels(model_channels: int, image_channels: int, name: str, detail: str = "") -> None:
+    """One message naming both counts when a model meets an image of another channel count."""
+    if model_channels != image_channels:
+        raise InputError(
+            f"{name}: the model takes {model_channels} channel(s) but the image has "
+            f"{image_channels}{detail}; pick {model_channels} channel(s) (CLI --channels) "
+            "or use a model trained on such images"
+        )
+
+
+def _predict_axes(
+    net: Any,
+    metadata: dict,
+    image: Any,
+    config: PredictConfig,
+    axes: str | None,
+    channels: Sequence[int] | None,
+    name: str = "image",
+    keep_foreground: bool = False,
+    reference: Any = None,
+) -> Generator[Progress | SliceResult, None, Prediction]:
+    """Any (T, Z, C, Y, X) layout: one `predict_stack` per time point of a T + Z stack."""
+    from dataclasses import replace
+
+    from napari_unet.core import axes as axes_
+
+    in_channels = int(net.config["in_channels"])
+    found = axes_.parse(axes, np.shape(image), in_channels, name)
+    remembered = metadata.get("input", {}).get("channel_indices")
+    if channels is None and remembered and found.channels != in_channels:
+        channels = remembered  # the channels the model was trained on
+    x = axes_.pick_channels(axes_.to_tzcyx(image, found), channels, name)
+    check_channels(in_channels, x.shape[2], name, f" (axes {found.order}, shape {found.shape})")
+    if not found.is_z_stack:
+        config = replace(config, stitch_threshold=0.0)
+    n_t, n_z = x.shape[:2]
+    # A Z-less time-lapse is one stack of frames; a T + Z stack one Z stack per time point.
+    blocks = [x[:, 0]] if n_z == 1 else [x[t] for t in range(n_t)]
+    labels = np.zeros((n_t, n_z, *x.shape[-2:]), np.uint32)  # (T, Z, Y, X)
+    foreground = np.zeros(labels.shape, np.float32) if keep_foreground else None
+    uncertainty = np.zeros(labels.shape, np.float32) if config.confidence else None
+    objects: list = []
+    for b, block in enumerate(blocks):
+        block = block[:, 0] if in_channels == 1 else block  # (N, Y, X) or (N, C, Y, X)
+        job = predict_stack(
+            net,
+            metadata,
+            block,
+            config,
+            keep_foreground=keep_foreground,
+            name=name,
+            reference=reference if len(blocks) == 1 else None,
+        )
+        while True:
+            try:
+                event = next(job)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            if isinstance(event, Progress) and len(blocks) > 1:
+                per = event.tiles_total
+                event = Progress(
+                    b * n_z + event.slice_index,
+                    b * n_z + event.slices_done,
+                    n_t * n_z,
+                    b * per + event.tiles_done,
+                    len(blocks) * per,
+                )
+            yield event
+        where = (slice(None), 0) if n_z == 1 else (b,)
+        labels[where] = result.labels
+        if foreground is not None:
+            foreground[where] = result.foreground
+        if uncertainty is not None:
+            uncertainty[where] = result.uncertainty
+            objects.extend(result.objects)
+    out = axes_.tzyx_to_labels(labels, found)
+    out = out.astype(np.min_scalar_type(max(int(out.max()), 1)))
+    fg = None if foreground is None else axes_.tzyx_to_labels(foreground, found)
+    unc = None if uncertainty is None else axes_.tzyx_to_labels(uncertainty, found)
+    return Prediction(out, fg, unc, tuple(objects))

@@ -211,3 +211,24 @@ def _render(rng, labels, dist, noise):
     background = 0.08 + 0.12 * ramp[-1] + 0.06 * ramp[-2]
     image = image + background + rng.normal(0, noise, size=labels.shape).astype(np.float32)
     return np.clip(image, 0, None).astype(np.float32)
+
+
+def nuclei_and_membrane(
+    shape: tuple[int, int] = (256, 256), seed: int = 0, noise: float = 0.04
+) -> tuple[np.ndarray, np.ndarray]:
+    """A two-channel (2, Y, X) image of the same touching cells: channel 0 a nucleus in
+    each cell's core, channel 1 its membrane (cell borders); labels are the whole cells."""
+    from skimage.segmentation import find_boundaries
+
+    _, labels = touching_cells(shape, seed=seed, noise=noise)
+    rng = np.random.default_rng(seed + 1)
+    ids = np.arange(1, int(labels.max()) + 1)
+    depth = ndi.distance_transform_edt(find_boundaries(labels, mode="inner") == 0) * (labels > 0)
+    deepest = np.concatenate([[1.0], ndi.maximum(depth, labels, ids)])
+    core = (labels > 0) & (depth > 0.45 * deepest[labels])
+    brightness = np.concatenate([[0.0], rng.uniform(0.5, 1.0, size=len(ids))])
+    nuclei = ndi.gaussian_filter(core * brightness[labels], 1.0)
+    membrane = ndi.gaussian_filter(find_boundaries(labels, mode="thick").astype(np.float32), 1.0)
+    image = np.stack([nuclei, 0.8 * membrane]) + 0.05
+    image = image + rng.normal(0, noise, size=image.shape)
+    return np.clip(image, 0, None).astype(np.float32), labels

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_unet.core import axes as axes_
 from napari_unet.core import checkpoint, metrics, postprocess, tiling
 from napari_unet.core.annotations import Box
 from napari_unet.core.augment import AugmentConfig, augment
 from napari_unet.core.data import TileSampler, TrainingData
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
-from napari_unet.core.io import InputError
+from napari_unet.core.io import InputError, as_labels
 from napari_unet.core.model import UNet, check_preset
 from napari_unet.core.presets import (
     ADAMW,
@@ -617,6 +618,7 @@ class _Run:
         best = next((v for v in self.validations if v["step"] == result.best_step), {})
         result.metadata = {
             "normalisation": dict(data.normalisation),
+            "input": dict(data.input),
             "classes": checkpoint.CLASSES.get(self.net.n_classes),
             "training": {
                 **self.parent,
@@ -711,6 +713,66 @@ def train(
     return run.finish()
 
 
+def _channels_of(start_from: UNet | str | Path | None) -> int | None:
+    return int(start_from.in_channels) if isinstance(start_from, UNet) else None
+
+
+def _slices(
+    image: np.ndarray,
+    labels: np.ndarray,
+    found: Any,
+    channels: Sequence[int] | None,
+    background: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
+    """(T, Z, C, Y, X) -> what `TrainingData` takes: image (N, [C,] Y, X), labels
+    (N, Y, X), the channel count, and ``background`` laid out as the labels are."""
+    if found.order in ("YX", "ZYX") and channels is None:  # as given: 2D keeps its slice 0
+        return image, labels, 1, background
+    x = axes_.pick_channels(axes_.to_tzcyx(image, found), channels)
+    y = axes_.labels_to_tzyx(as_labels(labels, "labels", max_ndim=4), found)
+    n = x.shape[0] * x.shape[1]
+    if background is not None:
+        bg = axes_.labels_to_tzyx(np.asarray(background) != 0, found)
+        background = bg.reshape(n, *bg.shape[2:])
+    stack = x.reshape(n, *x.shape[2:])
+    image = stack[:, 0] if stack.shape[1] == 1 else stack
+    return image, y.reshape(n, *y.shape[2:]), stack.shape[1], background
+
+
+def _training_data(
+    image: np.ndarray,
+    labels: np.ndarray,
+    regions: list[Box] | None,
+    axes: str | None,
+    channels: Sequence[int] | None,
+    start_from: UNet | str | Path | None,
+    extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    n_classes: int | None = None,
+    background: np.ndarray | None = None,
+    **options: Any,
+) -> TrainingData:
+    """Every image/labels pair as `TrainingData.from_pairs` takes them (``options``: its
+    keywords). Extra pairs have the first one's axes and channels; ``background`` strokes
+    belong to the first pair."""
+    known = _channels_of(start_from)
+    found = axes_.parse(axes, np.shape(image), known)
+    first, first_labels, n_channels, background = _slices(
+        image, labels, found, channels, background
+    )
+    pairs: list[tuple] = [(first, first_labels, regions)]
+    for extra_image, extra_labels in extra_pairs:
+        extra_found = axes_.parse(axes, np.shape(extra_image), known)
+        pairs.append(_slices(extra_image, extra_labels, extra_found, channels)[:2])
+    return TrainingData.from_pairs(
+        pairs,
+        n_classes=n_classes or checkpoint.classes_to_train(start_from),
+        channels=n_channels,
+        scale=None,
+        background=background,
+        **options,
+    )
+
+
 def _clip_view(box, height: int, width: int) -> tuple[int, int, int, int]:
     """The view box inside the image, at most ``VIEW_MAX_PX`` square around its centre."""
     y0, x0, y1, x1 = (int(round(v)) for v in box)
@@ -748,6 +810,9 @@ def training_job(
     view: Callable[[], tuple[int, int, int, int, int] | None] | None = None,
     extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     n_classes: int | None = None,
+    axes: str | None = None,
+    channels: Sequence[int] | None = None,
+    channel_names: Sequence[str] | None = None,
 ) -> Generator[Step | Validation, None, Trained | None]:
     """The one training entry point of the docks and the CLI: targets and weight maps of
     ``labels`` (inside ``regions`` when given), then `train`; returns the best model.
@@ -767,6 +832,11 @@ def training_job(
     augmentation, unpainted pixels); its augmentation replaces ``config.augment``.
     ``view``: see `train`.
     Returns None when stopped before the first step.
+
+    ``axes`` (letters of TZCYX; guessed when None: YX, ZYX, RGB as YXC) and ``channels``
+    (indices into C) say where the channels are; every T/Z slice with labels trains. The
+    model's input channels are the picked ones; they are stored in its metadata
+    ("input", with ``channel_names``) so prediction offers the same.
     """
     stop = stop or threading.Event()
     config = config if isinstance(config, TrainConfig) else TrainConfig(**(config or {}))
@@ -775,14 +845,25 @@ def training_job(
         config = replace(config, augment=training.augment)
     config.check()
     training = training or TrainingSettings(augment=config.augment)
-    data = TrainingData.from_pairs(
-        [(image, labels, regions), *extra_pairs],
-        n_classes=n_classes or checkpoint.classes_to_train(start_from),
-        scale=None,
+    data = _training_data(
+        image,
+        labels,
+        regions,
+        axes,
+        channels,
+        start_from,
+        extra_pairs=extra_pairs,
+        n_classes=n_classes,
         background=background,
         unpainted=training.unpainted,
         weight_settings=training.weights,
     )
+    data.input = {
+        "axes": axes_.parse(axes, np.shape(image), _channels_of(start_from)).order,
+        "channels": data.in_channels,
+        "channel_indices": None if channels is None else [int(c) for c in channels],
+        "channel_names": None if channel_names is None else [str(n) for n in channel_names],
+    }
     if stop.is_set():
         return None
     if isinstance(start_from, torch.nn.Module):

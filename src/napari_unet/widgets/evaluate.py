@@ -17,6 +17,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core import metrics
 from napari_unet.core.io import InputError, as_labels
+from napari_unet.widgets._channels import is_time_lapse
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import report_error
 from napari_unet.widgets._layers import (
@@ -162,6 +163,7 @@ class EvaluateDock(Dock):
             gt,
             pred,
             slices=slices,
+            volume=slices is None and not is_time_lapse(truth),  # Z stacks: 3D objects too
             on_yield=self._on_progress,
             on_return=self._show,
             on_finish=self._on_finish,

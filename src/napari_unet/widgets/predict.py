@@ -27,10 +27,20 @@ from qtpy.QtWidgets import (
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError
 from napari_unet.core.presets import AUTO
+from napari_unet.core.stitch import STITCH_THRESHOLD
 from napari_unet.widgets import _session
+from napari_unet.widgets._channels import ChannelPicker, gather
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import core_job, report_error
-from napari_unet.widgets._layers import RESULT, grid_problem, owned_layer, plane_index, set_layer
+from napari_unet.widgets._layers import (
+    RESULT,
+    grid_problem,
+    layer_named,
+    owned_layer,
+    plane_index,
+    select,
+    set_layer,
+)
 from napari_unet.widgets.batch import BatchPanel
 
 SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
@@ -62,6 +72,12 @@ class PredictDock(Dock):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.image_picker = self.picker("image")
+        self.channels = ChannelPicker()
+        self.image_picker.changed.connect(self._offer_channels)
+        events = self.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.renamed):
+            self.listen(emitter, self._offer_channels)
+        self._offer_channels()
         self.model_combo = QComboBox()
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("path/to/model.safetensors")
@@ -88,6 +104,16 @@ class PredictDock(Dock):
             "elongated cells"
         )
         self.show_foreground = QCheckBox("Also show the cell probability")
+        self.link_z = QCheckBox("Link objects across Z into 3D objects, overlap ≥")
+        self.link_z.setChecked(True)
+        self.link_z.setToolTip(
+            "Z stacks: an object takes the id of the object it overlaps in the slice above "
+            "(overlap = share of the smaller one). Off, or a time-lapse: ids per slice"
+        )
+        self.stitch_threshold = QDoubleSpinBox()
+        self.stitch_threshold.setRange(0.05, 1.0)
+        self.stitch_threshold.setSingleStep(0.05)
+        self.stitch_threshold.setValue(STITCH_THRESHOLD)
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -97,6 +123,7 @@ class PredictDock(Dock):
         path_row.addWidget(self.browse_button)
         form = QFormLayout()
         form.addRow("Image", self.image_picker.native)
+        form.addRow("+ channels", self.channels)
         form.addRow("Model", self.model_combo)
         form.addRow("", path_row)
         form.addRow("Predict", self.scope_combo)
@@ -110,6 +137,10 @@ class PredictDock(Dock):
         self.body.addWidget(self.tta)
         self.body.addWidget(self.split_merged)
         self.body.addWidget(self.show_foreground)
+        link_row = QHBoxLayout()
+        link_row.addWidget(self.link_z)
+        link_row.addWidget(self.stitch_threshold)
+        self.body.addLayout(link_row)
         self.body.addLayout(buttons)
         self.batch = BatchPanel(self)  # batch mode: a whole folder (widgets/batch.py)
         self.body.addWidget(self.batch)
@@ -152,6 +183,21 @@ class PredictDock(Dock):
     def _model_source_changed(self, source: str) -> None:
         self.model_path.setEnabled(source == FILE)
         self.browse_button.setEnabled(source == FILE)
+        if source == SESSION and _session.current_model() is not None:
+            self.offer_channels(_session.current_model()[1])
+
+    def _offer_channels(self, *_args) -> None:
+        layer = self.image_picker.value
+        self.channels.offer(self.viewer, layer.name if layer is not None else "")
+
+    def offer_channels(self, metadata: dict) -> None:
+        """Pick the layers a model was trained on (by name) when they are open."""
+        names = (metadata.get("input") or {}).get("channel_names") or []
+        first = layer_named(self.viewer, names[0]) if len(names) > 1 else None
+        if first is not None:
+            select(self.image_picker, first)
+            self.channels.offer(self.viewer, names[0])
+            self.channels.tick(names[1:])
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -165,10 +211,12 @@ class PredictDock(Dock):
 
     # --- run -------------------------------------------------------------------------
 
-    def config(self):
+    def config(self, time_lapse: bool = False):
         from napari_unet.core.predict import PredictConfig
 
+        link = self.link_z.isChecked() and not time_lapse
         return PredictConfig(
+            stitch_threshold=self.stitch_threshold.value() if link else 0.0,
             tile_size=self.tile_size.value() or None,
             tta=self.tta.isChecked(),
             threshold=self.threshold.value(),
@@ -184,19 +232,22 @@ class PredictDock(Dock):
         try:  # cheap checks (file header, shapes) here, so mistakes never reach the worker
             if layer is None:
                 raise InputError("Pick an image layer first.")
-            image = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
             if not layer.rgb and grid_problem(layer):
                 raise InputError(grid_problem(layer))
-            self._check(source, path, image, layer.name)
+            picked = gather(self.viewer, layer, self.channels.ticked())
+            self._check(source, path, picked, layer.name)
         except InputError as exc:
             report_error(exc)
             self.status.setText(str(exc))
             return
-        is_stack = len(image.shape) == 3 and not layer.rgb
+        image, shape = picked.data, picked.labels_shape
+        is_stack = len(shape) == 3
         slices = None
-        if is_stack and self.scope_combo.currentText() == CURRENT:
+        if picked.axes is None and is_stack and self.scope_combo.currentText() == CURRENT:
             slices = list(plane_index(self.viewer, layer))
-        labels, foreground = self._outputs(layer, image, is_stack, fresh=slices is None)
+        # gray: slice by slice into the shown arrays; channels: any layout, labels at the end
+        options = {"slices": slices} if picked.axes is None else {"axes": picked.axes}
+        labels, foreground = self._outputs(layer, shape, is_stack, fresh=slices is None)
         # Names fixed now: renaming the image during the run does not start new layers.
         self._target = (layer, layer.name, labels, foreground)
         self._done = False
@@ -208,10 +259,10 @@ class PredictDock(Dock):
             PREDICTION_JOB,
             model,
             image,
-            self.config(),
-            slices=slices,
-            labels_out=labels,
-            foreground_out=foreground,
+            self.config(picked.time_lapse),
+            **options,
+            **({} if picked.axes else {"labels_out": labels, "foreground_out": foreground}),
+            keep_foreground=foreground is not None,
             name=layer.name,
             on_yield=self._on_event,
             on_return=self._on_done,
@@ -219,9 +270,9 @@ class PredictDock(Dock):
         )
 
     @staticmethod
-    def _check(source: str, path: str, image: Any, name: str) -> None:
-        from napari_unet.core import checkpoint
-        from napari_unet.core.predict import stack_layout
+    def _check(source: str, path: str, picked: Any, name: str) -> None:
+        from napari_unet.core import axes, checkpoint
+        from napari_unet.core.predict import check_channels, stack_layout
 
         if source == SESSION:
             current = _session.current_model()
@@ -232,11 +283,19 @@ class PredictDock(Dock):
             raise InputError("Choose a model file (.safetensors) first.")
         else:
             architecture = checkpoint.read_metadata(path)["architecture"]
-        stack_layout(image.shape, int(architecture.get("in_channels", 1)), name)
+        in_channels = int(architecture.get("in_channels", 1))
+        if picked.axes is None:
+            try:
+                stack_layout(picked.data.shape, in_channels, name)
+            except InputError:
+                check_channels(in_channels, 1, name, " (tick more layers as channels)")
+                raise
+        else:
+            found = axes.parse(picked.axes, picked.data.shape, in_channels, name)
+            check_channels(in_channels, found.channels, name, f" ({', '.join(picked.names)})")
 
-    def _outputs(self, layer, image, is_stack: bool, fresh: bool):
+    def _outputs(self, layer, shape: tuple[int, ...], is_stack: bool, fresh: bool):
         """Arrays the worker writes slice by slice; one slice keeps the other slices' labels."""
-        shape = tuple(image.shape[:3] if is_stack else image.shape[:2])
         stack_shape = shape if is_stack else (1, *shape)
         labels = np.zeros(stack_shape, np.uint32)
         old = owned_layer(self.viewer, labels_name(layer.name))
@@ -282,7 +341,7 @@ class PredictDock(Dock):
         if self._target is None:
             return
         layer, name, labels, foreground = self._target
-        is_stack = len(layer.data.shape) == 3 and not layer.rgb
+        is_stack = labels.shape[0] > 1 or layer.ndim == 3
         scale = tuple(layer.scale[-3:] if is_stack else layer.scale[-2:])
         translate = tuple(layer.translate[-3:] if is_stack else layer.translate[-2:])
         view = labels if is_stack else labels[0]
@@ -313,6 +372,13 @@ class PredictDock(Dock):
 
     def _on_done(self, prediction) -> None:
         self._done = True
+        if self._target is not None and prediction is not None:  # channels: labels at the end
+            _, _, labels, foreground = self._target
+            if prediction.labels is not labels:
+                labels[:] = np.asarray(prediction.labels).reshape(labels.shape)
+                self._cells = int(labels.max())
+            if foreground is not None and prediction.foreground is not None:
+                foreground[:] = np.asarray(prediction.foreground).reshape(foreground.shape)
         self._show_layers()
         self.status.setText(
             f"Done: {self._cells} cells. Correct them with the Annotate dock if needed."

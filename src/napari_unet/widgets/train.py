@@ -44,6 +44,7 @@ from napari_unet.core.presets import (
 )
 from napari_unet.widgets import _session
 from napari_unet.widgets._autosave import autosave_for
+from napari_unet.widgets._channels import ChannelPicker, gather
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import report_error
 from napari_unet.widgets._layers import grid_problem, kind_of, plane_index, set_layer
@@ -84,10 +85,10 @@ def train_and_keep(
     folder: Path | None = None,
     **options: Any,
 ) -> Generator[Any, None, Any]:
-    """`core.train.training_job` (``options``: resume, background, training, view), then
-    the best model and the settings go into the project folder. Runs in the worker
-    thread (torch loads there), so the model is kept even when the viewer was closed
-    during training (that stops it after a step)."""
+    """`core.train.training_job` (``options``: resume, background, training, view, axes,
+    channel_names), then the best model and the settings go into the project folder.
+    Runs in the worker thread (torch loads there), so the model is kept even when the
+    viewer was closed during training (that stops it after a step)."""
     from napari_unet.core import project
     from napari_unet.core.train import training_job
 
@@ -134,6 +135,12 @@ class TrainDock(Dock):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.image_picker = self.picker("image")
+        self.channels = ChannelPicker()
+        self.image_picker.changed.connect(self._offer_channels)
+        events = self.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.renamed):
+            self.listen(emitter, self._offer_channels)
+        self._offer_channels()
         self.labels_picker = self.picker("labels")
         self.regions_picker = self.picker(
             "shapes",
@@ -208,6 +215,7 @@ class TrainDock(Dock):
         file_row.addWidget(self.browse_button)
         form = QFormLayout()
         form.addRow("Image", self.image_picker.native)
+        form.addRow("+ channels", self.channels)
         form.addRow("Labels", self.labels_picker.native)
         pair_buttons = QHBoxLayout()
         pair_buttons.addWidget(self.add_pair_button)
@@ -525,6 +533,7 @@ class TrainDock(Dock):
         self.jobs.start(
             train_and_keep,
             *job_args,
+            **self._channel_options,
             folder=self._project,
             # Resume: the last weights with the optimiser's state, not the best weights
             resume=self._finished.resume if resume and self._finished is not None else None,
@@ -562,6 +571,10 @@ class TrainDock(Dock):
                 "the smallest kept cell scales too)"
             )
 
+    def _offer_channels(self, *_args) -> None:
+        layer = self.image_picker.value
+        self.channels.offer(self.viewer, layer.name if layer is not None else "")
+
     def _annotation(self) -> tuple:
         """(image, labels copy, boxes or None, background strokes or None) of the choices."""
         image_layer, labels_layer = self.image_picker.value, self.labels_picker.value
@@ -569,13 +582,13 @@ class TrainDock(Dock):
             raise InputError("Image: open an image to train on")
         if labels_layer is None:
             raise InputError("Labels: create a labels layer and paint a few cells first")
-        if getattr(image_layer, "rgb", False):
-            raise InputError(f"Image {image_layer.name!r} is RGB; the U-Net wants one channel")
         for layer in (image_layer, labels_layer):
             if grid_problem(layer):
                 raise InputError(grid_problem(layer))
+        picked = gather(self.viewer, image_layer, self.channels.ticked())
+        self._picked = picked  # the image with the ticked channels, for `_job_arguments`
         check_same_shape(
-            image_layer.data.shape,
+            picked.labels_shape,
             labels_layer.data.shape,
             image=image_layer.name,
             labels=labels_layer.name,
@@ -618,6 +631,12 @@ class TrainDock(Dock):
         autosave = autosave_for(self.viewer)
         self._project = autosave.watch(labels_layer, image_layer)
         autosave.save_now(labels_layer)
+        picked = self._picked
+        image = np.asarray(picked.data)
+        self._channel_options = {
+            "axes": picked.axes or ("TYX" if picked.time_lapse else None),
+            "channel_names": picked.names,
+        }
         self._background = background
         self._update_view_box()
         return image, labels, self._settings(preset), start_from, boxes, extra
