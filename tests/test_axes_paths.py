@@ -101,7 +101,7 @@ def test_background_strokes_follow_the_picked_axes_in_training():
     background[:, 25:30, 2:10] = 1
     options = {"background": background, "unpainted": "ignore"}
     picked = _training_data(image, labels, None, "ZCYX", [1], None, **options)
-    plain = TrainingData.from_arrays(image[:, 1], labels, **options)
+    plain = TrainingData.from_arrays(image[:, 1], labels, n_classes=picked.n_classes, **options)
     np.testing.assert_array_equal(picked.weights, plain.weights)
     np.testing.assert_array_equal(picked.targets, plain.targets)
     # the strokes count (slice 0 is trained on; the last one is held out)
