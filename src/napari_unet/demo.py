@@ -1,6 +1,6 @@
 """`python -m napari_unet.demo`: napari with the sample image and every U-Net dock open.
 
-The six docks share the right-hand area as tabs in workflow order (Annotate first);
+The seven docks share the right-hand area as tabs in workflow order (Annotate first);
 the tabs run down the window's edge so every name stays readable in a default-size
 window, and each dock scrolls when the window is short.
 """

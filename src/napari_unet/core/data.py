@@ -274,39 +274,32 @@ class TrainingData:
         known = [d for p in pairs if (d := size.typical_diameter(np.asarray(p[1])))]
         diameter = float(np.median(known)) if known else None  # median of the images'
         scale = size.scale_for(diameter) if scale is None else float(scale)
-        if len(pairs) == 1:
-            image, labels, *regions = pairs[0]
+
+        def build(pair: tuple, fraction: float, strokes: np.ndarray | None) -> TrainingData:
+            image, labels, *regions = pair
             return cls.from_arrays(
                 image,
                 labels,
                 regions=regions[0] if regions else None,
                 n_classes=n_classes,
                 channels=channels,
-                validation_fraction=validation_fraction,
+                validation_fraction=fraction,
                 percentiles=percentiles,
                 scale=scale,
-                background=background,
+                background=strokes,
                 unpainted=unpainted,
                 weight_settings=weight_settings,
             )
+
+        if len(pairs) == 1:
+            return build(pairs[0], validation_fraction, background)
         if not pairs:
             raise InputError("no image/labels pairs to train on")
         parts, offset, indices = [], 0, []
-        for number, (image, labels, *regions) in enumerate(pairs, start=1):
+        for number, pair in enumerate(pairs, start=1):
+            labels = pair[1]
             try:
-                part = cls.from_arrays(
-                    image,
-                    labels,
-                    regions=regions[0] if regions else None,
-                    n_classes=n_classes,
-                    channels=channels,
-                    validation_fraction=0,
-                    percentiles=percentiles,
-                    scale=scale,
-                    background=background if number == 1 else None,
-                    unpainted=unpainted,
-                    weight_settings=weight_settings,
-                )
+                part = build(pair, 0, background if number == 1 else None)
             except InputError as error:
                 if "nothing is annotated" in str(error):
                     continue  # an empty pair adds nothing; all empty is caught below
