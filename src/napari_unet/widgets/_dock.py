@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unet.widgets._channels import ChannelPicker
 from napari_unet.widgets._jobs import JobSlot
 from napari_unet.widgets._layers import layer_picker
 
@@ -96,6 +97,22 @@ class Dock(QWidget):
         for emitter in (events.inserted, events.removed, events.reordered, events.renamed):
             self.listen(emitter, picker.reset_choices)
         return picker
+
+    def channel_picker(self, image_picker: ComboBox) -> ChannelPicker:
+        """Extra channels for ``image_picker``'s layer, re-offered when it or the layer
+        list changes."""
+        channels = ChannelPicker()
+
+        def offer(*_args) -> None:
+            layer = image_picker.value
+            channels.offer(self.viewer, layer.name if layer is not None else "")
+
+        image_picker.changed.connect(offer)
+        events = self.viewer.layers.events
+        for emitter in (events.inserted, events.removed, events.renamed):
+            self.listen(emitter, offer)
+        offer()
+        return channels
 
     def release(self) -> None:
         """Closed: stop the job (a training still publishes its best model) and every

@@ -29,7 +29,7 @@ from napari_unet.core.io import InputError
 from napari_unet.core.presets import AUTO
 from napari_unet.core.stitch import STITCH_THRESHOLD
 from napari_unet.widgets import _session
-from napari_unet.widgets._channels import ChannelPicker, gather
+from napari_unet.widgets._channels import gather
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import core_job, report_error
 from napari_unet.widgets._layers import (
@@ -72,12 +72,7 @@ class PredictDock(Dock):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.image_picker = self.picker("image")
-        self.channels = ChannelPicker()
-        self.image_picker.changed.connect(self._offer_channels)
-        events = self.viewer.layers.events
-        for emitter in (events.inserted, events.removed, events.renamed):
-            self.listen(emitter, self._offer_channels)
-        self._offer_channels()
+        self.channels = self.channel_picker(self.image_picker)
         self.model_combo = QComboBox()
         self.model_path = QLineEdit()
         self.model_path.setPlaceholderText("path/to/model.safetensors")
@@ -185,10 +180,6 @@ class PredictDock(Dock):
         self.browse_button.setEnabled(source == FILE)
         if source == SESSION and _session.current_model() is not None:
             self.offer_channels(_session.current_model()[1])
-
-    def _offer_channels(self, *_args) -> None:
-        layer = self.image_picker.value
-        self.channels.offer(self.viewer, layer.name if layer is not None else "")
 
     def offer_channels(self, metadata: dict) -> None:
         """Pick the layers a model was trained on (by name) when they are open."""

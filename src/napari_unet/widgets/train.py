@@ -44,7 +44,7 @@ from napari_unet.core.presets import (
 )
 from napari_unet.widgets import _session
 from napari_unet.widgets._autosave import autosave_for
-from napari_unet.widgets._channels import ChannelPicker, gather
+from napari_unet.widgets._channels import gather
 from napari_unet.widgets._dock import Dock
 from napari_unet.widgets._jobs import report_error
 from napari_unet.widgets._layers import grid_problem, kind_of, plane_index, set_layer
@@ -135,12 +135,7 @@ class TrainDock(Dock):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         self.image_picker = self.picker("image")
-        self.channels = ChannelPicker()
-        self.image_picker.changed.connect(self._offer_channels)
-        events = self.viewer.layers.events
-        for emitter in (events.inserted, events.removed, events.renamed):
-            self.listen(emitter, self._offer_channels)
-        self._offer_channels()
+        self.channels = self.channel_picker(self.image_picker)
         self.labels_picker = self.picker("labels")
         self.regions_picker = self.picker(
             "shapes",
@@ -570,10 +565,6 @@ class TrainDock(Dock):
                 f"{size.TARGET_DIAMETER_PX:.0f} px cells (training and prediction; "
                 "the smallest kept cell scales too)"
             )
-
-    def _offer_channels(self, *_args) -> None:
-        layer = self.image_picker.value
-        self.channels.offer(self.viewer, layer.name if layer is not None else "")
 
     def _annotation(self) -> tuple:
         """(image, labels copy, boxes or None, background strokes or None) of the choices."""
