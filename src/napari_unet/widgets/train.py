@@ -46,7 +46,7 @@ from napari_unet.widgets import _session
 from napari_unet.widgets._autosave import autosave_for
 from napari_unet.widgets._channels import gather
 from napari_unet.widgets._dock import Dock
-from napari_unet.widgets._jobs import report_error
+from napari_unet.widgets._jobs import JobSlot, report_error
 from napari_unet.widgets._layers import grid_problem, kind_of, plane_index, set_layer
 from napari_unet.widgets.annotate import REGIONS_LAYER, background_layer_for
 
@@ -127,6 +127,21 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     box.setValue(0)
     box.setToolTip(tip)
     return box
+
+
+def use_summary(image, labels, boxes, background, unpainted: str) -> str:
+    """The Train dock's "what will be used" line (`core.data.describe_use`), or why
+    nothing can be used."""
+    from napari_unet.core.data import describe_use
+
+    try:
+        use = describe_use(
+            image, labels, regions=boxes, background=background, unpainted=unpainted
+        )
+    except InputError as exc:
+        return str(exc)
+    warnings = "".join(f"<br><b>Warning:</b> {w}" for w in use.warnings)
+    return "Will train on: " + use.describe() + warnings
 
 
 class TrainDock(Dock):
@@ -280,6 +295,7 @@ class TrainDock(Dock):
         self.listen(camera.events.zoom, self._update_view_box)
         self.listen(self.viewer.dims.events.current_step, self._update_view_box)
         # What the annotation will teach: recounted shortly after painting stops.
+        self._use_jobs = JobSlot(self)  # the "what will be used" line, off the GUI thread
         self._use_timer = QTimer(self)
         self._use_timer.setSingleShot(True)
         self._use_timer.setInterval(USE_REFRESH_MS)
@@ -441,23 +457,19 @@ class TrainDock(Dock):
         self._use_timer.start()
 
     def refresh_use(self) -> None:
-        """Say what training will use ("12 cells, 3 background strokes, area used: 18 %")."""
-        from napari_unet.core.data import describe_use
-
+        """Say what training will use ("12 cells, 3 background strokes, area used: 18 %");
+        worked out in a worker thread, the newest request wins."""
         try:
-            image, labels, boxes, background = self._annotation()
-            use = describe_use(
-                image,
-                labels,
-                regions=boxes,
-                background=background,
-                unpainted=UNPAINTED[self.unpainted.currentText()],
-            )
+            annotation = self._annotation()
         except InputError as exc:
             self.use_label.setText(str(exc))
             return
-        warnings = "".join(f"<br><b>Warning:</b> {w}" for w in use.warnings)
-        self.use_label.setText("Will train on: " + use.describe() + warnings)
+        unpainted = UNPAINTED[self.unpainted.currentText()]
+        self._use_jobs.replace(
+            lambda: self._use_jobs.start(
+                use_summary, *annotation, unpainted, on_return=self.use_label.setText
+            )
+        )
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
