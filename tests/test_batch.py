@@ -100,7 +100,9 @@ def test_a_folder_output_must_be_a_folder(plate, tmp_path, capsys):
 def test_cli_chunked_ome_zarr_output_matches_the_in_memory_prediction(tmp_path):
     image, _ = touching_cells((200, 230), seed=5)
     io.write(tmp_path / "big.tif", (image * 1000).astype(np.uint16))
-    model = str(checkpoint.save(tmp_path / "model.safetensors", threshold_unet()))
+    # a trained model knows its cells' size, which sizes the splitting of every chunk alike
+    metadata = {"normalisation": {"diameter_px": 20.0}}
+    model = str(checkpoint.save(tmp_path / "model.safetensors", threshold_unet(), metadata))
     base = ["predict", model, str(tmp_path / "big.tif"), "--device", "cpu", "-o"]
     assert main([*base, str(tmp_path / "whole.tif")]) == 0
     zarr_out = tmp_path / "labels.ome.zarr"

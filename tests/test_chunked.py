@@ -18,8 +18,11 @@ def _random_unet(depth=3):
     return UNet(base_channels=2, depth=depth, dropout=0.0).eval()
 
 
+CELL_PX = 20.0  # the cells' size the splitting is told (a trained model stores its own)
+
+
 def _job(net, image, tmp_path, chunk_px=64, **kwargs):
-    grid = chunked.plan(net, image.shape[-2:], chunk_px)
+    grid = chunked.plan(net, image.shape[-2:], chunk_px, kwargs.get("diameter_px"))
     ranges = kwargs.pop("value_ranges", None) or chunked.sample_ranges(image, None, grid)
     job = chunked.ChunkJob(net, image, None, str(tmp_path / "work"), grid, ranges, **kwargs)
     chunked.prepare_work(job)
@@ -101,12 +104,13 @@ def test_touching_cells_split_by_a_chunk_border_stay_two_cells(tmp_path):
 def test_chunked_labels_match_the_whole_image_on_many_cells(cells_2d, tmp_path):
     image = cells_2d[0]
     net = threshold_unet()
-    job = _job(net, image, tmp_path, chunk_px=64)
+    job = _job(net, image, tmp_path, chunk_px=64, diameter_px=CELL_PX)
     for _ in chunked.run_local(job):
         pass
     labels = chunked.assemble(job, chunked.stitch(job))
     whole = postprocess.to_instances(
-        tiling.predict_tiled(net, normalize(image, value_range=job.value_ranges[0]))
+        tiling.predict_tiled(net, normalize(image, value_range=job.value_ranges[0])),
+        diameter_px=CELL_PX,
     )
     assert labels.max() == whole.max() > 20
     assert _same_partition(labels, whole)

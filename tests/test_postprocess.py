@@ -79,7 +79,7 @@ def test_tiny_objects_are_removed_and_labels_are_sequential():
     out = to_instances(fg, min_size=12)
     assert sorted(np.unique(out)) == [0, 1, 2]
     assert out[20, 21] == 0
-    assert to_instances(fg, min_size=1).max() == 3
+    assert to_instances(fg, min_size=1, split_merged=False).max() == 3
 
 
 def test_smallest_unsigned_dtype():
@@ -88,19 +88,33 @@ def test_smallest_unsigned_dtype():
     assert to_instances(few, min_size=1).dtype == np.uint8
     many = np.zeros((100, 100), np.float32)
     many[::3, ::3] = 1  # 34 x 34 = 1156 one-pixel objects
-    out = to_instances(many, min_size=1, gap_px=0)
+    out = to_instances(many, min_size=1, gap_px=0, split_merged=False)
     assert out.max() == 1156 and out.dtype == np.uint16
     assert to_instances(np.zeros((5, 5), np.float32)).dtype == np.uint8
 
 
-def test_optional_watershed_splits_a_merged_pair_of_disks():
+def test_merged_pair_of_disks_is_split_by_default_but_a_lone_disk_or_ellipse_is_not():
     yy, xx = np.mgrid[:40, :60]
     blob = ((yy - 20) ** 2 + (xx - 18) ** 2 < 11**2) | ((yy - 20) ** 2 + (xx - 36) ** 2 < 11**2)
     fg = blob.astype(np.float32)
-    assert to_instances(fg).max() == 1
-    split = to_instances(fg, split_merged=True)
+    assert to_instances(fg, split_merged=False).max() == 1
+    split = to_instances(fg)
     assert split.max() == 2 and split[20, 18] != split[20, 36]
     np.testing.assert_array_equal(split > 0, blob)
+    disk = ((yy - 20) ** 2 + (xx - 30) ** 2 < 12**2).astype(np.float32)
+    ellipse = (((yy - 20) / 8.0) ** 2 + ((xx - 30) / 20.0) ** 2 < 1).astype(np.float32)
+    assert to_instances(disk).max() == 1
+    assert to_instances(ellipse).max() == 1
+
+
+def test_split_seeds_follow_the_cell_size_given():
+    """Two 8-px-apart bumps of one blob: two cells when cells are ~10 px wide, one when
+    they are ~60 px wide (the seed must stand out by a twentieth of the diameter)."""
+    yy, xx = np.mgrid[:30, :40]
+    blob = ((yy - 15) ** 2 + (xx - 15) ** 2 < 6**2) | ((yy - 15) ** 2 + (xx - 25) ** 2 < 6**2)
+    fg = blob.astype(np.float32)
+    assert to_instances(fg, diameter_px=10, min_size=1).max() == 2
+    assert to_instances(fg, diameter_px=60, min_size=1).max() == 1
 
 
 def test_three_class_output_uses_class_one_and_bad_input_is_refused():

@@ -204,7 +204,7 @@ def test_cli_missing_model_exits_2_with_one_line(tmp_path, capsys):
     assert not (tmp_path / "x.tif").exists()
 
 
-def test_cli_split_merged_separates_two_fused_disks(tmp_path):
+def test_cli_splits_two_fused_disks_unless_told_not_to(tmp_path):
     from napari_unet._cli import main
     from napari_unet.core import io
 
@@ -213,7 +213,7 @@ def test_cli_split_merged_separates_two_fused_disks(tmp_path):
     io.write(tmp_path / "fused.tif", np.where(disks, 900, 100).astype(np.uint16))
     model = checkpoint.save(tmp_path / "model.safetensors", threshold_unet(), METADATA)
     base = [str(model), str(tmp_path / "fused.tif"), "--device", "cpu", "-o"]
-    assert main(["predict", *base, str(tmp_path / "one.tif")]) == 0
-    assert main(["predict", *base, str(tmp_path / "two.tif"), "--split-merged"]) == 0
+    assert main(["predict", *base, str(tmp_path / "one.tif"), "--no-split-merged"]) == 0
+    assert main(["predict", *base, str(tmp_path / "two.tif")]) == 0
     assert io.read(tmp_path / "one.tif").max() == 1
     assert io.read(tmp_path / "two.tif").max() == 2

@@ -184,7 +184,12 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
-    p.add_argument("--split-merged", action="store_true", help="watershed-split merged cells")
+    p.add_argument(
+        "--split-merged",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="split fused cells by a watershed of the distance transform (default: on)",
+    )
     p.add_argument(
         "--probabilities",
         metavar="P.tif",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core import bigio, chunked
+from napari_unet.core import bigio, chunked, postprocess
 from napari_unet.core.io import InputError
 from napari_unet.core.normalize import PERCENTILES
 from napari_unet.core.predict import PredictConfig
@@ -183,13 +183,14 @@ def _predict_chunked(
                 "(OME-Zarr) or .tif (BigTIFF)"
             )
     axis = chunked.channel_axis(image.shape, int(net.config["in_channels"]), str(path))
-    grid = chunked.plan(net, chunked.spatial_shape(image.shape, axis), options.chunk_px)
+    config = options.config
+    diameter = postprocess.cell_diameter(metadata) if config.split_merged else None
+    grid = chunked.plan(net, chunked.spatial_shape(image.shape, axis), options.chunk_px, diameter)
     percentiles = metadata.get("normalisation", {}).get("percentiles", PERCENTILES)
     ranges = chunked.sample_ranges(image, axis, grid, percentiles, str(path))
     client = options.client
     if client is not None and model_ref is None:
         raise InputError("A dask cluster needs the model as a file: save the model first.")
-    config = options.config
     job = chunked.ChunkJob(
         model=str(model_ref) if client is not None else net,
         image=str(path.resolve()) if client is not None else image,
@@ -203,6 +204,7 @@ def _predict_chunked(
         tta=config.tta,
         threshold=config.threshold,
         split_merged=config.split_merged,
+        diameter_px=diameter,
         foreground=probabilities is not None,
         threads=distributed.threads_per_worker(client) if client is not None else None,
         name=str(path),

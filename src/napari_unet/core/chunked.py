@@ -34,6 +34,7 @@ from napari_unet.core.normalize import PERCENTILES, normalize
 
 DEFAULT_CHUNK_PX = 2048  # chunk edge: a few hundred MB of working memory, ~15% halo
 LABEL_OVERLAP_PX = 16  # the labelling sees this far past a chunk (watershed growth, gaps)
+SPLIT_OVERLAP_DIAMETERS = 3.0  # and this many cell diameters when cells are split
 SAMPLE_PX = 4_000_000  # pixels read to measure the intensity range (all of a small image)
 MAX_SAMPLE_CHUNKS = 64  # chunks (evenly spread) those pixels come from
 TIFF_TILE_MULTIPLE = 16  # BigTIFF tiles are multiples of 16 px, and chunks are tiles
@@ -72,15 +73,26 @@ class ChunkGrid:
         return y // self.chunk, x // self.chunk
 
 
-def plan(net: Any, shape: tuple[int, int], chunk_px: int = DEFAULT_CHUNK_PX) -> ChunkGrid:
-    """Chunks of about ``chunk_px`` aligned to the pooling grid (and to BigTIFF tiles)."""
+def plan(
+    net: Any,
+    shape: tuple[int, int],
+    chunk_px: int = DEFAULT_CHUNK_PX,
+    diameter_px: float | None = None,
+) -> ChunkGrid:
+    """Chunks of about ``chunk_px`` aligned to the pooling grid (and to BigTIFF tiles).
+
+    The labelling overlap covers ``SPLIT_OVERLAP_DIAMETERS`` cell diameters when cells are
+    split (``diameter_px``): a cell cut by the labelled region's edge must not get a seed
+    of its own there, or two chunks would split it differently.
+    """
     from napari_unet.core import tiling
 
     step = tiling.pool_factor(net)
     align = math.lcm(step, TIFF_TILE_MULTIPLE)
     chunk = max(align, int(chunk_px) // align * align)
     halo = step * math.ceil((tiling.margin_px(net) + step) / step)
-    overlap = step * math.ceil(LABEL_OVERLAP_PX / step)
+    reach = max(LABEL_OVERLAP_PX, SPLIT_OVERLAP_DIAMETERS * (diameter_px or 0.0))
+    overlap = step * math.ceil(reach / step)
     return ChunkGrid((int(shape[0]), int(shape[1])), chunk, halo, overlap)
 
 
@@ -160,7 +172,8 @@ class ChunkJob:
     device: str = "auto"
     tta: bool = False
     threshold: float = postprocess.THRESHOLD
-    split_merged: bool = False
+    split_merged: bool = True
+    diameter_px: float | None = None  # for splitting; None: measured per chunk
     foreground: bool = False
     threads: int | None = None  # torch threads per worker process (None: leave as is)
     name: str = "image"
@@ -296,7 +309,11 @@ def run_chunk(job: ChunkJob, index: Index) -> Index:
     seen = grid.grow(box, grid.overlap)
     probabilities, raw = predict_region(job, net, image, seen)
     seen_labels = postprocess.to_instances(
-        probabilities, threshold=job.threshold, min_size=1, split_merged=job.split_merged
+        probabilities,
+        threshold=job.threshold,
+        min_size=1,
+        split_merged=job.split_merged,
+        diameter_px=job.diameter_px,
     ).astype(np.uint32)
     oy, ox = box[0] - seen[0], box[2] - seen[2]
     inner = (slice(oy, oy + box[1] - box[0]), slice(ox, ox + box[3] - box[2]))

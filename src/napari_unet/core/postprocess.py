@@ -20,6 +20,15 @@ THRESHOLD = 0.5  # cell core: foreground probability above this
 LOW_THRESHOLD = 0.4  # cells may grow back into pixels above this (0.4 and 0.5 measure alike; 0.3 grows outlines)
 GAP_PX = 2  # separation gaps are up to 2 px wide (one removed pixel from each cell)
 MIN_SIZE_PX = 12  # objects smaller than this (pixels) are noise
+# Splitting merged cells (seeded watershed on the distance transform of the cores), chosen
+# on real DSB2018 nuclei (20 held-out bottom halves with the starter; 6 with 2-minute
+# models from scratch and fine-tuned): a seed per distance maximum standing at least
+# SPLIT_H_PER_DIAMETER x the typical cell diameter above its surroundings, the distance
+# smoothed by max(1, diameter / SPLIT_SMOOTH_DIAMETERS) px. AP@0.5 0.68 -> 0.76, AP@0.75
+# 0.43 -> 0.49, touching pairs separated 23 -> 45 of 88 with the starter; h of 0.03 to
+# 0.08 diameters measure alike, no smoothing splits cells (AP@0.5 0.60).
+SPLIT_H_PER_DIAMETER = 0.05
+SPLIT_SMOOTH_DIAMETERS = 20.0
 
 
 def to_instances(
@@ -28,8 +37,8 @@ def to_instances(
     min_size: int = MIN_SIZE_PX,
     low_threshold: float = LOW_THRESHOLD,
     gap_px: int = GAP_PX,
-    split_merged: bool = False,
-    min_distance_px: int = 6,
+    split_merged: bool = True,
+    diameter_px: float | None = None,
 ) -> np.ndarray:
     """Instance labels (0 = background, 1..n) from a (n_classes, Y, X) softmax or a (Y, X) map.
 
@@ -38,9 +47,11 @@ def to_instances(
     each core grows by a watershed on the probability, but only into pixels that are
     above ``low_threshold`` or lie in a gap no wider than ``gap_px`` between two
     different cores (so a cell's free outline never grows); objects below ``min_size``
-    pixels are removed. ``split_merged`` additionally splits blobs whose distance
-    transform has several peaks at least ``min_distance_px`` apart. Returns the smallest
-    unsigned dtype that holds the labels.
+    pixels are removed. ``split_merged`` (default) splits cores that are several cells
+    fused: one seed per maximum of their smoothed distance transform that stands out by
+    a twentieth of the typical cell diameter (``diameter_px``; None: measured on the
+    unsplit result), then a watershed of the distance grows the seeds. Returns the
+    smallest unsigned dtype that holds the labels.
     """
     foreground = _foreground(probabilities)
     if not 0.0 <= low_threshold <= threshold:
@@ -56,11 +67,23 @@ def to_instances(
         foreground = cell
     else:
         grow_into = (cores > 0) | (foreground > low_threshold) | _gaps(cores, gap_px)
-    # Split before growing: each core's own distance transform, and no gap is invented
-    # between the parts of a split core.
-    markers = _split_merged(cores, min_distance_px) if split_merged and n else cores
-    labels = _grow(markers, foreground, grow_into)
+    labels = _grow(cores, foreground, grow_into)
+    if split_merged and n:
+        from napari_unet.core.size import typical_diameter
+
+        diameter = diameter_px or typical_diameter(_remove_small(labels, min_size))
+        if diameter:
+            labels = _split_merged(cores, grow_into, diameter)
     return _remove_small(labels, min_size)
+
+
+def cell_diameter(metadata: dict) -> float | None:
+    """The typical cell diameter (pixels) of the cells a model was trained on, which sizes
+    the splitting (None: unknown, measured on each image). For the generalist starter the
+    median of its training nuclei measured as well as each image's own (AP@0.5 0.742 vs
+    0.749 on 20 held-out DSB halves), and it is the same for every chunk of a big image."""
+    value = metadata.get("normalisation", {}).get("diameter_px")
+    return float(value) if value else None
 
 
 def _grow(markers: np.ndarray, foreground: np.ndarray, grow_into: np.ndarray) -> np.ndarray:
@@ -122,24 +145,26 @@ def _shifted(padded: np.ndarray, dy: int, dx: int, pad: int) -> np.ndarray:
     return padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
 
 
-def _split_merged(labels: np.ndarray, min_distance_px: int) -> np.ndarray:
-    """Split objects that look like several cells: one marker per distance-transform peak."""
-    from skimage.feature import peak_local_max
+def _split_merged(cores: np.ndarray, grow_into: np.ndarray, diameter: float) -> np.ndarray:
+    """Labels grown from one seed per distance-transform maximum of the cores.
+
+    A core too thin for its maximum to stand out keeps its own label when it has at least
+    `MIN_SIZE_PX` pixels; smaller ones are dropped before they grow: on real nuclei these
+    are slivers, not cells (growing them lowered AP@0.5 by 0.01-0.02). The rule does not
+    depend on ``min_size``, so a chunk (labelled with ``min_size`` 1, small objects
+    removed after stitching) gets what the whole image gets.
+    """
+    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
-    distance = ndi.distance_transform_edt(labels > 0)
-    peaks = peak_local_max(
-        distance, min_distance=min_distance_px, labels=labels, exclude_border=False
-    )
-    markers = np.zeros(labels.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    split = watershed(-distance, markers=markers, mask=labels > 0)
-    # An object without a peak (too small for min_distance) keeps its own label.
-    missing = (split == 0) & (labels > 0)
-    if missing.any():
-        extra, _ = ndi.label(missing)
-        split = np.where(missing, extra + split.max(), split)
-    return split
+    distance = ndi.distance_transform_edt(cores > 0)
+    distance = ndi.gaussian_filter(distance, max(1.0, diameter / SPLIT_SMOOTH_DIAMETERS))
+    seeds, n = ndi.label(h_maxima(distance, max(0.3, SPLIT_H_PER_DIAMETER * diameter)))
+    unseeded = (cores > 0) & ~np.isin(cores, np.unique(cores[seeds > 0]))
+    if unseeded.any():
+        big = np.flatnonzero(np.bincount(cores[unseeded]) >= MIN_SIZE_PX)
+        seeds = np.where(unseeded & np.isin(cores, big), cores + n, seeds)
+    return watershed(-distance, markers=seeds, mask=grow_into | (cores > 0))
 
 
 def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:

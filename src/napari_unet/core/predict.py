@@ -35,7 +35,7 @@ class PredictConfig:
     tta: bool = False  # average over the 8 flips/rotations (8x slower)
     threshold: float = postprocess.THRESHOLD
     min_size_px: int = postprocess.MIN_SIZE_PX
-    split_merged: bool = False
+    split_merged: bool = True  # seeded watershed (`postprocess.to_instances`)
     # Z stacks: link each slice's objects to the previous slice's (IoU >= this) into 3D
     # objects (`stitch.py`); 0 = off, every slice keeps its own ids (time-lapses).
     stitch_threshold: float = 0.0
@@ -233,6 +233,7 @@ def predict_stack(
             threshold=config.threshold,
             min_size=round(config.min_size_px / scale**2),
             split_merged=config.split_merged,
+            diameter_px=postprocess.cell_diameter(metadata),
         )
         if stitching and previous is not None and previous[0] == index - 1:
             labels, next_id = stitch.link_slice(

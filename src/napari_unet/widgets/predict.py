@@ -94,9 +94,10 @@ class PredictDock(Dock):
         self.min_size.setValue(postprocess.MIN_SIZE_PX)
         self.min_size.setSuffix(" px")
         self.split_merged = QCheckBox("Split merged cells (distance watershed)")
+        self.split_merged.setChecked(True)
         self.split_merged.setToolTip(
-            "Helps when the model's gaps between touching cells are faint; can split "
-            "elongated cells"
+            "Seeds at the centres of the predicted cells, sized by the cells the model was "
+            "trained on: separates touching cells whose gap the model missed"
         )
         self.show_foreground = QCheckBox("Also show the cell probability")
         self.link_z = QCheckBox("Link objects across Z into 3D objects, overlap ≥")
