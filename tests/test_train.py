@@ -260,6 +260,11 @@ def test_cli_train_writes_a_model_that_loads(tmp_path, capsys):
     assert main(["train", str(image), str(labels), "-o", str(again), "--steps", "1",
                  "--tile-size", "96", "--from", str(out)]) == 0  # fmt: skip
     assert checkpoint.load(again)[1]["training"]["from"] == "model.safetensors"
+    # or from the shipped nuclei starter, by name
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["train", str(image), str(labels), "-o", str(tuned), "--steps", "1",
+                 "--tile-size", "96", "--from", "starter"]) == 0  # fmt: skip
+    assert checkpoint.load(tuned)[1]["training"]["from"] == "starter.safetensors"
 
 
 @pytest.mark.parametrize(

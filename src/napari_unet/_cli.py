@@ -337,7 +337,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, help="stop early, keep the best (CPU: 8.5)")
     _add_device(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--from", dest="start", metavar="MODEL", help="fine-tune this model file")
+    p.add_argument(
+        "--from",
+        dest="start",
+        metavar="MODEL",
+        help="fine-tune this model file ('starter': the shipped nuclei starter)",
+    )
     p.add_argument("--preset", choices=MODEL_PRESETS, help=f"new model (CUDA: {PAPER})")
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (rounded to valid)")
     p.add_argument("--batch-size", type=int, help="tiles per step")
@@ -362,6 +367,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     _add_axes(p)
 
 
+STARTER = "starter"  # `train --from starter`: the shipped nuclei starter model
 CPU_MAX_MINUTES = 8.5  # the default CPU run ends within 10 min: start, last validation, save
 
 
@@ -377,6 +383,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if output.suffix != ".safetensors":
         raise io.InputError(f"{output}: a model file ends in .safetensors")
     device = resolve_device(args.device)
+    if args.start == STARTER:
+        from napari_unet.models import starter_model_path
+
+        args.start = str(starter_model_path())
     if args.start:
         checkpoint.read_metadata(args.start)  # a bad model file fails before any progress bar
     pairs = []
