@@ -29,9 +29,6 @@ VALIDATION_FRACTION = 0.2  # share of a single annotated slice held out (bottom 
 MIN_VALIDATION_ROWS = 8  # a thinner band says nothing; train on everything instead
 MIN_SIZE_PX = 8  # smaller images are refused (mirror padding covers any other size)
 MAX_CANDIDATES = 1 << 20  # tile centres drawn from at most this many annotated pixels
-# Share of training tiles centred on a cell pixel (the rest anywhere annotated): on sparse
-# images most random tiles hold no cell and teach nothing about borders.
-CELL_TILE_FRACTION = 0.5
 # "unpainted" = "auto": a slice without boxes is sparse when more unpainted pixels (away
 # from the painted cells) look like cells than UNPAINTED_CELLS_RATIO x the painted area;
 # where intensity cannot tell (phase contrast), when the painted cells cover less than
@@ -714,8 +711,8 @@ class TileSampler:
     """Random training tiles: input ``in_size`` with mirrored context, loss on the centre.
 
     Target and weights come at the input size too (augmentation needs them there); the
-    loss uses the centre ``out_size`` crop. Each tile holds a random training pixel, a
-    cell pixel in `CELL_TILE_FRACTION` of them. Outside the image, the image and targets are mirrored and the weights are 0.
+    loss uses the centre ``out_size`` crop. Tiles are centred near a random training
+    pixel. Outside the image, the image and targets are mirrored and the weights are 0.
     """
 
     def __init__(
@@ -746,17 +743,11 @@ class TileSampler:
         if candidates.size > MAX_CANDIDATES:
             candidates = self.rng.choice(candidates, MAX_CANDIDATES, replace=False)
         self._candidates = candidates
-        on_cells = candidates[data.targets.ravel()[candidates] > 0]
-        self._on_cells = on_cells if on_cells.size else candidates
 
     def sample(self, batch: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image (B, C, in, in) float32, target (B, in, in) int64, weights (B, in, in) float32)."""
         _, height, width = self.data.weights.shape
-        picks = np.where(
-            self.rng.random(batch) < CELL_TILE_FRACTION,
-            self.rng.choice(self._on_cells, batch),
-            self.rng.choice(self._candidates, batch),
-        )
+        picks = self.rng.choice(self._candidates, batch)
         n, y, x = np.unravel_index(picks, self.data.weights.shape)
         # output window containing the picked pixel at a random place
         oy = y - self.rng.integers(0, self.out_size, batch)
