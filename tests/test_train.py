@@ -253,8 +253,13 @@ def test_cli_train_writes_a_model_that_loads(tmp_path, capsys):
     net, meta = checkpoint.load(out)
     assert meta["training"]["steps_done"] == 3
     assert meta["architecture"]["base_channels"] == 16  # the light preset on CPU
-    assert meta["validation"]["step"] in (1, 2, 3)
+    assert meta["training"]["from"] == "starter.safetensors"  # gray: the starter by default
+    assert meta["validation"]["step"] in (0, 1, 2, 3)
     assert "saved" in capsys.readouterr().err
+    # --preset asks for a new model
+    new = tmp_path / "new.safetensors"
+    assert main(["train", *args[:2], "-o", str(new), *args[4:], "--preset", "light"]) == 0
+    assert not checkpoint.read_metadata(new)["training"].get("from")
     # fine-tune it again from the file
     again = tmp_path / "again.safetensors"
     assert main(["train", str(image), str(labels), "-o", str(again), "--steps", "1",

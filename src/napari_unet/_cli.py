@@ -341,9 +341,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "--from",
         dest="start",
         metavar="MODEL",
-        help="fine-tune this model file ('starter': the shipped nuclei starter)",
+        help="fine-tune this model file ('starter': the shipped nuclei starter; the "
+        "default for one-channel images unless --preset or --classes 2 is given)",
     )
-    p.add_argument("--preset", choices=MODEL_PRESETS, help=f"new model (CUDA: {PAPER})")
+    p.add_argument(
+        "--preset", choices=MODEL_PRESETS, help=f"train a new model of this size (CUDA: {PAPER})"
+    )
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (rounded to valid)")
     p.add_argument("--batch-size", type=int, help="tiles per step")
     lr = ", ".join(f"{v:g} {k}" for k, v in DEFAULT_LR.items())
@@ -369,6 +372,17 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 STARTER = "starter"  # `train --from starter`: the shipped nuclei starter model
 CPU_MAX_MINUTES = 8.5  # the default CPU run ends within 10 min: start, last validation, save
+
+
+def _default_start(channels: int) -> str | None:
+    """Gray images fine-tune the shipped nuclei starter unless told otherwise (--preset,
+    --from, --classes 2): on 6 real half-image cases, 2 minutes of training reached AP@0.5
+    0.85 from the starter against 0.76 for a new model. Colour / multi-channel images
+    start a new model (the starter takes one channel)."""
+    from napari_unet.models import starter_model_path
+
+    path = starter_model_path()
+    return str(path) if channels == 1 and path.is_file() else None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -398,6 +412,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         io.check_same_shape(found.labels_shape, labels.shape, image=image_path, labels=labels_path)
         pairs.append((image, labels))
     found = axes.parse(args.axes, pairs[0][0].shape, name=str(paths[0][0]))
+    picked = axes.parse_channels(args.channels)
+    if args.start is None and args.preset is None and args.classes in (None, 3):
+        args.start = _default_start(found.channels if picked is None else len(picked))
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":
         max_minutes = CPU_MAX_MINUTES
@@ -430,7 +447,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         start_from=args.start,
         result=result,
         axes=found.order,
-        channels=axes.parse_channels(args.channels),
+        channels=picked,
         background=background,
         training=settings,
         extra_pairs=extra,
