@@ -21,8 +21,10 @@ Real-data mode (``--real ROOT``, the shared `data/real` folder; `benchmarks/_rea
 the CLI at its defaults on what a biologist meets (held-out DSB images only):
 
 - ``fluo``: one fluorescence image, top half annotated (cropped), bottom half predicted;
-  over ``--images N`` images (scored on each bottom half, averaged);
-- ``fluo-starter``: the same, fine-tuning the shipped starter;
+  over ``--images N`` images (scored on each bottom half, averaged); the defaults
+  fine-tune the shipped starter on gray images;
+- ``fluo-new``: the same, a new model (``--preset light``);
+- ``fluo-starter``: the same, ``--from`` the shipped starter explicitly;
 - ``starter-zero``: the shipped starter on the bottom halves, no training;
 - ``phase``: phase-contrast images 0 and 1 annotated (two pairs), 2-5 predicted;
 
@@ -50,7 +52,7 @@ from napari_unet._cli import main as cli
 from napari_unet.core import io, metrics
 from napari_unet.core.synthetic import hard_nuclei, touching_cells, touching_cells_3d
 
-REAL_CASES = ("fluo", "fluo-starter", "starter-zero", "phase")
+REAL_CASES = ("fluo", "fluo-new", "fluo-starter", "starter-zero", "phase")
 PHASE_TRAIN, PHASE_TEST = (0, 1), (2, 3, 4, 5)
 IDS: list[str] = []  # --ids: these DSB images instead
 MIN_PAIRS = 2  # fluorescence images picked for the half-image case touch at least this often
@@ -225,7 +227,7 @@ def run_real(
                         f"{case}-{image_id}",
                         pairs,
                         [image[half:]],
-                        train_extra,
+                        train_extra + (["--preset", "light"] if case == "fluo-new" else []),
                         predict_extra,
                         start,
                     )
