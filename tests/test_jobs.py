@@ -49,7 +49,8 @@ def test_cli_train_runs_the_core_job_and_writes_its_metadata(monkeypatch, tmp_pa
     image, labels, image_path, labels_path = cells
     calls = _spy(monkeypatch, core_train, "training_job")
     out = tmp_path / "m.safetensors"
-    args = ["train", str(image_path), str(labels_path), "-o", str(out), "--steps", "2", "--preset", "light"]
+    args = ["train", str(image_path), str(labels_path), "-o", str(out), "--steps", "2"]
+    args += ["--preset", "light"]  # a new model, as the direct job below
     assert main([*args, "--tile-size", "92", "--validate-every", "1", "--device", "cpu"]) == 0
     assert len(calls) == 1
     _, written = checkpoint.load(out)
