@@ -67,13 +67,17 @@ def to_instances(
         foreground = cell
     else:
         grow_into = (cores > 0) | (foreground > low_threshold) | _gaps(cores, gap_px)
-    labels = _grow(cores, foreground, grow_into)
-    if split_merged and n:
+    split = bool(split_merged and n)
+    diameter, labels = (diameter_px if split else None), None
+    if split and not diameter:  # measured on the unsplit cells
         from napari_unet.core.size import typical_diameter
 
-        diameter = diameter_px or typical_diameter(_remove_small(labels, min_size))
-        if diameter:
-            labels = _split_merged(cores, grow_into, diameter)
+        labels = _grow(cores, foreground, grow_into)
+        diameter = typical_diameter(_remove_small(labels, min_size))
+    if split and diameter:
+        labels = _split_merged(cores, grow_into, diameter)
+    elif labels is None:
+        labels = _grow(cores, foreground, grow_into)
     return _remove_small(labels, min_size)
 
 
