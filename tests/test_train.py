@@ -11,6 +11,7 @@ import torch
 from napari_unet.core import checkpoint
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.data import TrainingData
+from napari_unet.core.events import run_to_end
 from napari_unet.core.io import InputError
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
@@ -30,11 +31,7 @@ TINY = {"base_channels": 8, "depth": 3, "dropout": 0.0}
 def _run(events):
     """Pull a generator to its end: (events, return value)."""
     seen = []
-    while True:
-        try:
-            seen.append(next(events))
-        except StopIteration as stop:
-            return seen, stop.value
+    return seen, run_to_end(events, seen.append)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch
 
 from napari_unet.core import checkpoint
 from napari_unet.core.data import TrainingData
+from napari_unet.core.events import run_to_end
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
 from napari_unet.core.train import (
@@ -38,12 +39,9 @@ def _config(**changes) -> TrainConfig:
 
 
 def _events(gen):
+    """Pull a generator to its end: (events, return value)."""
     seen = []
-    while True:
-        try:
-            seen.append(next(gen))
-        except StopIteration as stop:
-            return seen, stop.value
+    return seen, run_to_end(gen, seen.append)
 
 
 def _biased_starter() -> UNet:
