@@ -28,8 +28,10 @@ the CLI at its defaults on what a biologist meets (held-out DSB images only):
 - ``starter-zero``: the shipped starter on the bottom halves, no training;
 - ``phase``: phase-contrast images 0 and 1 annotated (two pairs), 2-5 predicted;
 
-Not included: cellpose 3 side by side (`pip install 'cellpose<4'` would downgrade numpy
-to 2.0.2 in the project's environment).
+- ``fluo-cellpose`` / ``phase-cellpose``: cellpose 3 trained from scratch on the same
+  pairs for the same minutes (``--max-minutes``, else the CLI's CPU cap of 8.5), run by
+  `cellpose_side.py` in its own venv (``--cellpose-python``; `pip install 'cellpose<4'`
+  would downgrade numpy in the project's environment).
 
 Scores: AP@0.5, AP@0.75, mean AP over IoU 0.50:0.05:0.95, foreground IoU, SEG, touching
 pairs separated (pooled), training seconds.
@@ -52,7 +54,16 @@ from napari_unet._cli import main as cli
 from napari_unet.core import io, metrics
 from napari_unet.core.synthetic import hard_nuclei, touching_cells, touching_cells_3d
 
-REAL_CASES = ("fluo", "fluo-new", "fluo-starter", "starter-zero", "phase")
+REAL_CASES = (
+    "fluo",
+    "fluo-new",
+    "fluo-starter",
+    "starter-zero",
+    "phase",
+    "fluo-cellpose",
+    "phase-cellpose",
+)
+CELLPOSE: dict[str, object] = {"python": None, "minutes": 8.5}  # --cellpose-python
 PHASE_TRAIN, PHASE_TEST = (0, 1), (2, 3, 4, 5)
 IDS: list[str] = []  # --ids: these DSB images instead
 MIN_PAIRS = 2  # fluorescence images picked for the half-image case touch at least this often
@@ -186,6 +197,46 @@ def train_predict(
     return out, train_s
 
 
+def cellpose_predict(
+    workdir: Path,
+    name: str,
+    train_pairs: list[tuple[np.ndarray, np.ndarray]],
+    tests: list[np.ndarray],
+    diam_mean: float,
+) -> tuple[list[np.ndarray], float]:
+    """Cellpose 3 from scratch on the same pairs and time (`cellpose_side.py`, run with
+    ``--cellpose-python``); (labels of each test image, train s)."""
+    import subprocess
+    import sys
+
+    if not CELLPOSE["python"]:
+        raise SystemExit("the cellpose cases need --cellpose-python (a venv with 'cellpose<4')")
+    job = {"train": [], "predict": [], "minutes": CELLPOSE["minutes"], "diam_mean": diam_mean}
+    for i, (image, labels) in enumerate(train_pairs):
+        files = (workdir / f"{name}-img{i}.tif", workdir / f"{name}-lab{i}.tif")
+        io.write(files[0], image)
+        io.write(files[1], labels)
+        job["train"].append([str(f) for f in files])
+    for i, image in enumerate(tests):
+        src, dst = workdir / f"{name}-test{i}.tif", workdir / f"{name}-pred{i}.tif"
+        io.write(src, image)
+        job["predict"].append([str(src), str(dst)])
+    job_file = workdir / f"{name}.json"
+    job_file.write_text(json.dumps(job))
+    script = Path(__file__).with_name("cellpose_side.py")
+    done = subprocess.run(
+        [str(CELLPOSE["python"]), str(script), str(job_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        sys.stderr.write(done.stderr[-3000:])
+        raise SystemExit(f"cellpose failed with exit code {done.returncode}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    return [io.read(Path(dst)) for _, dst in job["predict"]], float(report["train_s"])
+
+
 def run_real(
     root: str,
     cases: list[str],
@@ -201,17 +252,16 @@ def run_real(
         workdir = Path(tmp)
         for case in cases:
             rows, times = [], []
-            if case == "phase":
+            if case.startswith("phase"):
                 stack, truth = load_phase(root)
                 pairs = [(stack[i], truth[i]) for i in PHASE_TRAIN]
-                preds, train_s = train_predict(
-                    workdir,
-                    case,
-                    pairs,
-                    [stack[i] for i in PHASE_TEST],
-                    train_extra,
-                    predict_extra,
-                )
+                tests = [stack[i] for i in PHASE_TEST]
+                if case == "phase-cellpose":
+                    preds, train_s = cellpose_predict(workdir, case, pairs, tests, 30.0)
+                else:
+                    preds, train_s = train_predict(
+                        workdir, case, pairs, tests, train_extra, predict_extra
+                    )
                 rows = [real_scores(truth[i], p) for i, p in zip(PHASE_TEST, preds, strict=True)]
                 times = [train_s]
             else:
@@ -222,15 +272,20 @@ def run_real(
                     bottom_truth = labels[half:]
                     start = str(starter_model_path()) if "starter" in case else None
                     pairs = [] if case == "starter-zero" else [top]
-                    preds, train_s = train_predict(
-                        workdir,
-                        f"{case}-{image_id}",
-                        pairs,
-                        [image[half:]],
-                        train_extra + (["--preset", "light"] if case == "fluo-new" else []),
-                        predict_extra,
-                        start,
-                    )
+                    if case == "fluo-cellpose":
+                        preds, train_s = cellpose_predict(
+                            workdir, f"{case}-{image_id}", pairs, [image[half:]], 17.0
+                        )
+                    else:
+                        preds, train_s = train_predict(
+                            workdir,
+                            f"{case}-{image_id}",
+                            pairs,
+                            [image[half:]],
+                            train_extra + (["--preset", "light"] if case == "fluo-new" else []),
+                            predict_extra,
+                            start,
+                        )
                     pred = preds[0]
                     rows.append(real_scores(bottom_truth, pred))
                     times.append(train_s)
@@ -273,8 +328,13 @@ def main() -> None:
     parser.add_argument("--train-args", default="", help="real: extra `train` arguments")
     parser.add_argument("--predict-args", default="", help="real: extra `predict` arguments")
     parser.add_argument("--ids", nargs="+", default=[], help="real: these DSB image ids")
+    parser.add_argument(
+        "--cellpose-python", metavar="PY", help="real: python of a venv with 'cellpose<4'"
+    )
     args = parser.parse_args()
     IDS[:] = args.ids
+    CELLPOSE["python"] = args.cellpose_python
+    CELLPOSE["minutes"] = args.max_minutes or CELLPOSE["minutes"]
     if args.real:
         cases = [c for c in args.cases if c in REAL_CASES] or ["fluo", "phase"]
         results = run_real(

@@ -6,17 +6,19 @@
   3D label, splits and merges; cellpose's IoU measure for comparison.
 - ``step``: training step time of a 3-channel vs a 1-channel input (light model, CPU).
 - ``dsb``: stained-brightfield RGB nuclei from the DSB 2018 set (``--dsb PATH``, the
-  folder with index.csv): `napari-unet train` with its defaults on a few images, then
-  `napari-unet predict` on others, AP@0.5 per image and pooled; ``dsb-gray``: the same
-  images as inverted gray, fine-tuning the (gray) starter model.
+  folder with index.csv), only images held out from the starter's training:
+  `napari-unet train` with its defaults (the starter spread over R, G, B; extra
+  arguments such as ``--preset light`` pass through) on ``--n-train`` images, then
+  `napari-unet predict` on ``--n-test`` others, AP@0.5 per image and pooled;
+  ``dsb-gray``: the same images as inverted gray, fine-tuning the gray starter.
 
     python benchmarks/bench_channels.py [--cases linking step dsb] [--dsb PATH]
+        [--n-train 3 --n-test 8] [train arguments]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 import time
@@ -95,17 +97,19 @@ def _inverted_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def dsb(
-    root: Path, n_train: int = 4, n_test: int = 16, extra: list[str] = (), gray: bool = False
+    root: Path, n_train: int = 3, n_test: int = 8, extra: list[str] = (), gray: bool = False
 ) -> dict:
     """``gray``: convert to inverted gray and fine-tune the starter model instead."""
+    from _real import dsb_index
     from napari_unet._cli import main as cli
     from napari_unet.models import starter_model_path
 
-    with open(root / "index.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r["cls"] == "stained_color_brightfield"]
-    shape = rows[0]["shape"]
-    same = [r["id"] for r in rows if r["shape"] == shape]
-    train_ids, test_ids = same[:n_train], same[n_train : n_train + n_test]
+    held_out = [  # not seen by the starter model; all 256x320
+        e.id
+        for e in dsb_index(root.parent)
+        if e.held_out and e.cls == "stained_color_brightfield" and e.shape[:2] == (256, 320)
+    ]
+    train_ids, test_ids = held_out[:n_train], held_out[n_train : n_train + n_test]
     work = Path(tempfile.mkdtemp(prefix="bench_channels_"))
     images = np.stack([io.read(root / "images" / f"{i}.tif") for i in train_ids])
     if gray:
@@ -146,8 +150,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=["linking", "step"])
     parser.add_argument("--dsb", type=Path, help="DSB 2018 folder with index.csv (dsb, dsb-gray)")
-    parser.add_argument("--n-train", type=int, default=4)
-    parser.add_argument("--n-test", type=int, default=16)
+    parser.add_argument("--n-train", type=int, default=3)
+    parser.add_argument("--n-test", type=int, default=8)
     args, extra = parser.parse_known_args()
     out = {}
     if "linking" in args.cases:

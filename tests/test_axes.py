@@ -174,3 +174,15 @@ def test_cli_train_on_rgb_then_predict(tmp_path):
     predict = ["predict", str(model), str(tmp_path / "rgb.png"), "-o", str(out)]
     assert main([*predict, "--device", "cpu", "--tile-size", "92"]) == 0
     assert io.read(out).shape == (64, 64)
+    # without --preset the gray nuclei starter is fine-tuned, spread over R, G, B by their
+    # contrast: cells bright in R and G, dark in B
+    tuned = tmp_path / "tuned.safetensors"
+    assert main([*train[:-1], str(tuned), *fast[:2], *fast[4:], "--batch-size", "1"]) == 0
+    meta = checkpoint.read_metadata(tuned)
+    assert meta["training"]["from"] == "starter.safetensors"
+    assert meta["architecture"]["in_channels"] == 3
+    red, green, blue = meta["training"]["spread_channels"]
+    assert red > 0 and green > 0 and blue < 0
+    out = tmp_path / "tuned.tif"
+    assert main(["predict", str(tuned), str(tmp_path / "rgb.png"), "-o", str(out)]) == 0
+    assert io.read(out).shape == (64, 64)

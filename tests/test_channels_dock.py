@@ -23,12 +23,16 @@ def clean_session():
     _session.clear()
 
 
-def _train(viewer, qtbot, image: str, labels: str, extra: list[str] = ()) -> tuple:
+def _train(
+    viewer, qtbot, image: str, labels: str, extra: list[str] = (), model="new light model"
+) -> tuple:
+    """Train 2 steps in the Train dock; ``model=None`` keeps the dock's default choice."""
     dock = TrainDock(viewer)
     dock.image_picker.value = viewer.layers[image]
     dock.channels.tick(list(extra))
     dock.labels_picker.value = viewer.layers[labels]
-    dock.model_combo.setCurrentText("new light model")
+    if model is not None:
+        dock.model_combo.setCurrentText(model)
     dock.steps.setValue(2)
     dock.tile_size.setValue(92)
     dock.batch_size.setValue(1)
@@ -52,14 +56,19 @@ def _predict(viewer, qtbot, image: str) -> PredictDock:
 
 
 @pytest.mark.slow
-def test_rgb_layer_trains_a_colour_model_and_predicts(make_napari_viewer, qtbot):
+def test_rgb_layer_fine_tunes_the_starter_in_colour_and_predicts(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     gray, labels = touching_cells((96, 96), seed=3)
     rgb = (np.stack([gray, 0.6 * gray, 1.0 - gray], axis=-1).clip(0, 1) * 255).astype(np.uint8)
     viewer.add_image(rgb, name="stained", rgb=True)
     viewer.add_labels(labels, name="cells")
-    net, metadata = _train(viewer, qtbot, "stained", "cells")
+    net, metadata = _train(viewer, qtbot, "stained", "cells", model=None)
     assert net.in_channels == 3 and metadata["input"]["axes"] == "YXC"
+    # the default fine-tunes the gray starter, spread over the channels by their
+    # contrast: cells bright in R and G, dark in B
+    assert metadata["training"]["from"] == "starter.safetensors"
+    red, green, blue = metadata["training"]["spread_channels"]
+    assert red > 0 and green > 0 and blue < 0
     assert metadata["input"]["channel_names"] == ["stained R", "stained G", "stained B"]
     dock = _predict(viewer, qtbot, "stained")
     assert dock.model_combo.currentText() == SESSION

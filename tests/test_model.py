@@ -140,3 +140,20 @@ def test_dropout_only_at_the_bottom_and_only_in_training():
     with torch.no_grad():
         assert not torch.equal(net(x), net(x))
     assert sum(isinstance(m, nn.Dropout) for m in net.modules()) == 1
+
+
+def test_a_gray_model_spread_over_channels_sees_their_weighted_sum():
+    """Spreading a one-channel model: three channels with shares (-0.5, -0.2, 0.3) give
+    exactly what the gray model gives on 0.5 (1 - r) + 0.2 (1 - g) + 0.3 b."""
+    from napari_unet.core.model import spread_input_channels
+
+    torch.manual_seed(0)
+    gray = UNet(1, 3, base_channels=4, depth=3).eval()
+    x = torch.rand(2, 3, 92, 92)
+    wide = spread_input_channels(gray, [-0.5, -0.2, 0.3]).eval()
+    mixed = 0.5 * (1 - x[:, 0]) + 0.2 * (1 - x[:, 1]) + 0.3 * x[:, 2]
+    assert wide.in_channels == 3 and wide.config["in_channels"] == 3
+    assert torch.allclose(wide(x), gray(mixed[:, None]), atol=1e-5)
+    assert gray.in_channels == 1  # the original is untouched
+    with pytest.raises(InputError, match="one-channel"):
+        spread_input_channels(wide, [1.0])

@@ -72,3 +72,30 @@ def test_fine_tuning_the_starter_beats_training_from_scratch_for_the_same_steps(
     from_scratch = _best_iou(data, None)
     assert from_starter > from_scratch + 0.1
     assert from_starter > 0.7
+
+
+def test_starter_spread_over_rgb_channels_finds_dark_stained_nuclei():
+    """On stained brightfield (dark nuclei in all three channels) the gray starter, its
+    first layer spread over R, G, B by their contrast, segments nuclei before any
+    training; spread with the opposite signs (nuclei taken as bright) it finds almost none.
+    Measured on the shipped sample: AP@0.5 0.48 spread, 0.59 on inverted gray, 0.02 with
+    the signs flipped."""
+    from napari_unet._sample_data import SAMPLES
+    from napari_unet.core.model import spread_input_channels
+    from napari_unet.core.train import channel_shares
+
+    rgb = io.read(SAMPLES / "stained_nuclei.tif")
+    truth = io.read(SAMPLES / "stained_nuclei_labels.tif")
+    data = TrainingData.from_arrays(np.moveaxis(rgb, -1, 0), truth, n_classes=3, channels=3)
+    shares = channel_shares(data)
+    assert all(a < 0 for a in shares) and sum(abs(a) for a in shares) == pytest.approx(1.0)
+    gray, metadata = checkpoint.load(starter_model_path())
+
+    def ap50(shares) -> float:
+        wide = spread_input_channels(gray, shares)
+        meta = {**metadata, "architecture": wide.config, "input": {"axes": "YXC", "channels": 3}}
+        labels = run_to_end(prediction_job((wide, meta), rgb, PredictConfig(device="cpu"))).labels
+        return float(metrics.average_precision(truth, labels, (0.5,))[0])
+
+    assert ap50(shares) > AP50_MIN
+    assert ap50([-a for a in shares]) < 0.1

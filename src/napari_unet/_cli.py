@@ -374,15 +374,16 @@ STARTER = "starter"  # `train --from starter`: the shipped nuclei starter model
 CPU_MAX_MINUTES = 8.5  # the default CPU run ends within 10 min: start, last validation, save
 
 
-def _default_start(channels: int) -> str | None:
-    """Gray images fine-tune the shipped nuclei starter unless told otherwise (--preset,
+def _default_start() -> str | None:
+    """Images fine-tune the shipped nuclei starter unless told otherwise (--preset,
     --from, --classes 2): on 6 real half-image cases, 2 minutes of training reached AP@0.5
-    0.85 from the starter against 0.76 for a new model. Colour / multi-channel images
-    start a new model (the starter takes one channel)."""
+    0.85 from the starter against 0.76 for a new model. On colour / multi-channel images
+    its first layer is spread over the channels by their contrast
+    (`model.spread_input_channels`)."""
     from napari_unet.models import starter_model_path
 
     path = starter_model_path()
-    return str(path) if channels == 1 and path.is_file() else None
+    return str(path) if path.is_file() else None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -414,7 +415,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     found = axes.parse(args.axes, pairs[0][0].shape, name=str(paths[0][0]))
     picked = axes.parse_channels(args.channels)
     if args.start is None and args.preset is None and args.classes in (None, 3):
-        args.start = _default_start(found.channels if picked is None else len(picked))
+        args.start = _default_start()
     max_minutes = args.max_minutes
     if max_minutes is None and device.type != "cuda":
         max_minutes = CPU_MAX_MINUTES

@@ -8,7 +8,9 @@ Training and tiling live elsewhere (`train.py`, `tiling.py`).
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -318,6 +320,32 @@ class MirroredUNet(UNet):
         y = super().forward(x)
         h, w = y.shape[-2] - g.crop_after, y.shape[-1] - g.crop_after
         return y[..., g.crop_before : h, g.crop_before : w]
+
+
+def spread_input_channels(net: UNet, shares: Sequence[float]) -> UNet:
+    """A copy of a one-channel ``net`` that takes ``len(shares)`` channels and sees, at
+    the start, ``sum(share_c * x_c)`` with a negative share meaning the channel inverted
+    (``1 - x_c`` on the normalised 0-1 range): how a gray model (the nuclei starter)
+    starts on colour or multi-channel images, e.g. stained brightfield where nuclei are
+    dark in all three channels. Only the first convolution changes; the inversion's
+    constant goes into its bias.
+    """
+    if net.in_channels != 1:
+        raise InputError(
+            f"only a one-channel model can be spread; this one takes {net.in_channels}"
+        )
+    shares = [float(a) for a in shares]
+    wide = copy.deepcopy(net)
+    wide.config["in_channels"] = len(shares)
+    first: nn.Conv2d = net.down[0][0]
+    conv = nn.Conv2d(len(shares), first.out_channels, first.kernel_size, padding=first.padding)
+    with torch.no_grad():
+        weight = first.weight  # (out, 1, k, k)
+        conv.weight.copy_(torch.cat([weight * a for a in shares], dim=1))
+        inverted = sum(-a for a in shares if a < 0)
+        conv.bias.copy_(first.bias + inverted * weight.sum(dim=(1, 2, 3)))
+    wide.down[0][0] = conv.to(weight.device)
+    return wide
 
 
 def build(preset: str = LIGHT, **overrides: Any) -> UNet:

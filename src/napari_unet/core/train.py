@@ -29,7 +29,7 @@ from napari_unet.core.augment import AugmentConfig, augment
 from napari_unet.core.data import TileSampler, TrainingData
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
 from napari_unet.core.io import InputError, as_labels
-from napari_unet.core.model import UNet, check_preset
+from napari_unet.core.model import UNet, check_preset, spread_input_channels
 from napari_unet.core.presets import (
     ADAMW,
     AUTO,
@@ -267,10 +267,27 @@ def lr_factor(progress: float) -> float:
     return FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def channel_shares(data: TrainingData) -> list[float]:
+    """Each channel's share of a one-channel model's input (`model.spread_input_channels`):
+    its cell-minus-background contrast on the annotated pixels (normalised intensities),
+    over the sum of their sizes; negative for channels where cells are darker."""
+    used = data.weights > 0
+    cells, ground = used & (data.targets == 1), used & (data.targets == 0)
+    if not cells.any() or not ground.any():
+        return [1.0 / data.in_channels] * data.in_channels
+    images = np.moveaxis(data.images, 1, 0)  # (C, N, Y, X)
+    contrast = [float(c[cells].mean() - c[ground].mean()) for c in images]
+    total = sum(abs(c) for c in contrast)
+    if not total > 0:
+        return [1.0 / data.in_channels] * data.in_channels
+    return [c / total for c in contrast]
+
+
 def _initial_net(
     net: UNet | str | Path | None, data: TrainingData, cfg: TrainConfig
 ) -> tuple[UNet, dict[str, Any]]:
     parent: dict[str, Any] = {}
+    started = net is not None
     if isinstance(net, (str, Path)):
         path = Path(net)
         net, meta = checkpoint.load(path)
@@ -284,6 +301,10 @@ def _initial_net(
             in_channels=data.in_channels, n_classes=data.n_classes, **MODEL_PRESETS[cfg.preset]
         )
     net = getattr(net, "_orig_mod", net)
+    if started and net.in_channels == 1 < data.in_channels:
+        shares = channel_shares(data)
+        net = spread_input_channels(net, shares)
+        parent["spread_channels"] = [round(a, 4) for a in shares]
     if net.in_channels != data.in_channels:
         raise InputError(
             f"The model takes {net.in_channels} input channel(s) but the image has "
