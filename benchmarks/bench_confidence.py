@@ -1,7 +1,10 @@
 """Does the per-object confidence rank the wrong objects first, and do the annotate-next
 proposals beat random boxes?
 
-    python benchmarks/bench_confidence.py /work/shared/data/real [--images 40] [--rounds 3]
+    python benchmarks/bench_confidence.py /work/shared/data/real [--images 30] [--rounds 3]
+        [--seeds 3]
+
+Only DSB 2018 fluorescence images held out from the starter's training are used.
 
 Part 1 (ranking): the starter model (or ``--model``) predicts DSB 2018 fluorescence
 images with `PredictConfig(confidence=...)`; an object is *wrong* when it has no match
@@ -14,8 +17,9 @@ Part 2 (annotate next): a pool of 256x256 images (a stack); each round annotates
 boxes (the ground truth copied inside them), fine-tunes the starter model on all boxes
 so far (same steps and seed every time) and scores AP@0.5 on held-out images. Boxes come
 from `confidence.propose_regions` on the current model's uncertainty, or at random
-(same size, same rules); round 0 is shared. Prints AP@0.5 against annotated cells.
-Small on purpose (2 shared CPU cores): a few images, 150 steps per round.
+(same size, same rules); round 0 is shared. Prints AP@0.5 against annotated cells, per
+seed (other random round-0 boxes) and averaged over ``--seeds``. Small on purpose (2
+CPU cores): 4 pool images, 6 test images, 150 steps per round.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import tifffile
 import torch
 from scipy.stats import rankdata
 
+from _real import dsb_index
 from napari_unet.core import checkpoint, confidence, metrics, predict, train
 from napari_unet.core.annotations import Box, region_mask
 from napari_unet.core.data import TrainingData
@@ -122,10 +127,17 @@ def annotated_cells(gt: np.ndarray, boxes: list[Box]) -> int:
 
 def fine_tune(pool: np.ndarray, gt: np.ndarray, boxes: list[Box], steps: int):
     labels = np.where(region_mask(gt.shape, boxes), gt, 0)
-    data = TrainingData.from_arrays(pool, labels, regions=boxes, validation_fraction=0)
+    start = str(starter_model_path())
+    data = TrainingData.from_arrays(
+        pool,
+        labels,
+        regions=boxes,
+        validation_fraction=0,
+        n_classes=checkpoint.classes_to_train(start),
+    )
     config = train.TrainConfig(steps=steps, validate_every=steps, seed=0, device="cpu")
     result = train.TrainResult()
-    for _ in train.train(data, config, net=str(starter_model_path()), result=result):
+    for _ in train.train(data, config, net=start, result=result):
         pass
     return result.best_net(), result.metadata
 
@@ -175,7 +187,11 @@ def random_boxes(rng, gt, boxes, k, edge):
     return chosen
 
 
-def annotate_loop(root: Path, names: list[str], rounds: int, k: int, steps: int) -> None:
+def annotate_loop(
+    root: Path, names: list[str], rounds: int, k: int, steps: int, seeds: int
+) -> None:
+    """``seeds`` loops on the same pool and test images, each from other random round-0
+    boxes (and another random stream); the curves are averaged over them."""
     pool_names, test_names = names[:4], names[4:10]
     pool_pairs = [load(root, n) for n in pool_names]
     pool = np.stack([p[0] for p in pool_pairs])
@@ -185,43 +201,52 @@ def annotate_loop(root: Path, names: list[str], rounds: int, k: int, steps: int)
     starter, starter_meta = checkpoint.load(starter_model_path())
     print(
         f"\nannotate-next loop: pool {pool.shape}, {len(tests)} test images, "
-        f"{k} boxes of {edge} px per round, {steps} steps from the starter model per round"
+        f"{k} boxes of {edge} px per round, {steps} steps from the starter model per round, "
+        f"{seeds} seeds"
     )
     print(
         f"  starter model, nothing annotated: AP@0.5 {mean_ap(starter, starter_meta, tests):.3f}"
     )
-    rng = np.random.default_rng(1)
-    first = random_boxes(rng, gt, [], k, edge)
-    net, meta = fine_tune(pool, gt, first, steps)
-    ap0 = mean_ap(net, meta, tests)
-    print(f"  round 0 (random, shared): {annotated_cells(gt, first)} cells, AP@0.5 {ap0:.3f}")
-    curves = {s: [(annotated_cells(gt, first), ap0)] for s in ("proposal", "random")}
-    state = {s: (list(first), net, meta) for s in curves}
-    for round_ in range(1, rounds + 1):
-        for strategy in curves:
-            boxes, net, meta = state[strategy]
-            if strategy == "proposal":
-                boxes = boxes + propose(net, meta, pool, gt, boxes, k, edge)
-            else:
-                boxes = boxes + random_boxes(rng, gt, boxes, k, edge)
-            net, meta = fine_tune(pool, gt, boxes, steps)
-            curves[strategy].append((annotated_cells(gt, boxes), mean_ap(net, meta, tests)))
-            state[strategy] = (boxes, net, meta)
-            cells, ap = curves[strategy][-1]
-            print(f"  round {round_} ({strategy}): {cells} cells, AP@0.5 {ap:.3f}", flush=True)
-    for strategy, curve in curves.items():
-        points = ", ".join(f"{cells} cells: {ap:.3f}" for cells, ap in curve)
-        print(f"  {strategy:8s}  AP@0.5 by round  {points}")
+    runs = {s: [] for s in ("proposal", "random")}
+    for seed in range(seeds):
+        rng = np.random.default_rng(1 + seed)
+        first = random_boxes(rng, gt, [], k, edge)
+        net, meta = fine_tune(pool, gt, first, steps)
+        ap0 = mean_ap(net, meta, tests)
+        print(f"  seed {seed} round 0 (random, shared): {annotated_cells(gt, first)} cells, "
+              f"AP@0.5 {ap0:.3f}", flush=True)  # fmt: skip
+        curves = {s: [(annotated_cells(gt, first), ap0)] for s in runs}
+        state = {s: (list(first), net, meta) for s in curves}
+        for round_ in range(1, rounds + 1):
+            for strategy in curves:
+                boxes, net, meta = state[strategy]
+                if strategy == "proposal":
+                    boxes = boxes + propose(net, meta, pool, gt, boxes, k, edge)
+                else:
+                    boxes = boxes + random_boxes(rng, gt, boxes, k, edge)
+                net, meta = fine_tune(pool, gt, boxes, steps)
+                curves[strategy].append((annotated_cells(gt, boxes), mean_ap(net, meta, tests)))
+                state[strategy] = (boxes, net, meta)
+                cells, ap = curves[strategy][-1]
+                print(f"  seed {seed} round {round_} ({strategy}): {cells} cells, AP@0.5 {ap:.3f}",
+                      flush=True)  # fmt: skip
+        for strategy, curve in curves.items():
+            runs[strategy].append(curve)
+    for strategy, curves in runs.items():
+        mean = np.mean(np.array(curves, dtype=float), axis=0)  # (rounds + 1, 2)
+        points = ", ".join(f"{cells:.1f} cells: {ap:.3f}" for cells, ap in mean)
+        print(f"  {strategy:8s}  mean over seeds by round  {points}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="the real data folder (with dsb2018/)")
-    parser.add_argument("--images", type=int, default=40, help="images for the ranking")
+    parser.add_argument("--images", type=int, default=30, help="images for the ranking")
     parser.add_argument("--model", default=str(starter_model_path()))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--boxes", type=int, default=2, help="boxes annotated per round")
     parser.add_argument("--steps", type=int, default=150, help="fine-tuning steps per round")
+    parser.add_argument("--seeds", type=int, default=3, help="loops averaged (round-0 boxes)")
     parser.add_argument("--skip", choices=("ranking", "loop"), help="run one part only")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()
@@ -229,14 +254,15 @@ def main() -> None:
     names = dataset(args.data)
     rng = np.random.default_rng(TUNING_SEED)
     tuning = set(rng.choice(len(names), TUNING_IMAGES, replace=False).tolist())
-    rest = [n for i, n in enumerate(names) if i not in tuning]
+    held_out = {e.id for e in dsb_index(args.data) if e.held_out}  # unseen by the starter
+    rest = [n for i, n in enumerate(names) if i not in tuning and n in held_out]
     picks = np.random.default_rng(2).permutation(len(rest))
     if args.skip != "ranking":
         net, metadata = checkpoint.load(args.model)
         ranking(args.data, [rest[i] for i in picks[: args.images]], net, metadata)
     if args.skip != "loop":
         loop_names = [rest[i] for i in picks[args.images : args.images + 10]]
-        annotate_loop(args.data, loop_names, args.rounds, args.boxes, args.steps)
+        annotate_loop(args.data, loop_names, args.rounds, args.boxes, args.steps, args.seeds)
 
 
 if __name__ == "__main__":
