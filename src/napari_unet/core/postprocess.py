@@ -149,6 +149,26 @@ def _shifted(padded: np.ndarray, dy: int, dx: int, pad: int) -> np.ndarray:
     return padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
 
 
+def h_maxima_by_part(image: np.ndarray, h: float) -> np.ndarray:
+    """`skimage.morphology.h_maxima` of a non-negative image, computed on each connected
+    part of ``image > 0`` alone (cropped, with a border of zeros).
+
+    The same maxima as over the whole image: parts are separated by zeros, across which
+    the reconstruction carries nothing above 0, and a part lower than ``h`` holds none
+    either way. Far cheaper where cells are sparse: the reconstruction sorts every pixel
+    it is given (20 of 48 s on a 13 Mpx image, whole).
+    """
+    from skimage.morphology import h_maxima
+
+    out = np.zeros(image.shape, dtype=np.uint8)
+    parts, _ = ndi.label(image > 0, structure=np.ones((3, 3), dtype=bool))
+    for index, box in enumerate(ndi.find_objects(parts), start=1):
+        inside = parts[box] == index
+        crop = np.pad(np.where(inside, image[box], 0), 1)
+        out[box] |= h_maxima(crop, h)[1:-1, 1:-1] & inside
+    return out
+
+
 def _split_merged(cores: np.ndarray, grow_into: np.ndarray, diameter: float) -> np.ndarray:
     """Labels grown from one seed per distance-transform maximum of the cores.
 
@@ -158,12 +178,11 @@ def _split_merged(cores: np.ndarray, grow_into: np.ndarray, diameter: float) -> 
     depend on ``min_size``, so a chunk (labelled with ``min_size`` 1, small objects
     removed after stitching) gets what the whole image gets.
     """
-    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     distance = ndi.distance_transform_edt(cores > 0)
     distance = ndi.gaussian_filter(distance, max(1.0, diameter / SPLIT_SMOOTH_DIAMETERS))
-    seeds, n = ndi.label(h_maxima(distance, max(0.3, SPLIT_H_PER_DIAMETER * diameter)))
+    seeds, n = ndi.label(h_maxima_by_part(distance, max(0.3, SPLIT_H_PER_DIAMETER * diameter)))
     unseeded = (cores > 0) & ~np.isin(cores, np.unique(cores[seeds > 0]))
     if unseeded.any():
         big = np.flatnonzero(np.bincount(cores[unseeded]) >= MIN_SIZE_PX)
