@@ -22,7 +22,7 @@ the CLI at its defaults on what a biologist meets (held-out DSB images only):
 
 - ``fluo``: one fluorescence image, top half annotated (cropped), bottom half predicted;
   over ``--images N`` images (scored on each bottom half, averaged); the defaults
-  fine-tune the shipped starter on gray images;
+  fine-tune the shipped starter;
 - ``fluo-new``: the same, a new model (``--preset light``);
 - ``fluo-starter``: the same, ``--from`` the shipped starter explicitly;
 - ``starter-zero``: the shipped starter on the bottom halves, no training;
@@ -166,6 +166,25 @@ def fluo_images(root: str, n: int) -> list[str]:
     return picked[:n]
 
 
+def write_case(
+    workdir: Path,
+    name: str,
+    train_pairs: list[tuple[np.ndarray, np.ndarray]],
+    tests: list[np.ndarray],
+) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
+    """Write a case's files: ((image, labels) per training pair, (test image, where its
+    predicted labels go) per test image)."""
+    pairs, runs = [], []
+    for i, (image, labels) in enumerate(train_pairs):
+        pairs.append((workdir / f"{name}-img{i}.tif", workdir / f"{name}-lab{i}.tif"))
+        io.write(pairs[-1][0], image)
+        io.write(pairs[-1][1], labels)
+    for i, image in enumerate(tests):
+        runs.append((workdir / f"{name}-test{i}.tif", workdir / f"{name}-pred{i}.tif"))
+        io.write(runs[-1][0], image)
+    return pairs, runs
+
+
 def train_predict(
     workdir: Path,
     name: str,
@@ -176,22 +195,17 @@ def train_predict(
     start: str | None = None,
 ) -> tuple[list[np.ndarray], float]:
     """`napari-unet train` on the pairs, `predict` on each test image; (labels, train s)."""
-    files = []
-    for i, (image, labels) in enumerate(train_pairs):
-        files += [workdir / f"{name}-img{i}.tif", workdir / f"{name}-lab{i}.tif"]
-        io.write(files[-2], image)
-        io.write(files[-1], labels)
+    pairs, runs = write_case(workdir, name, train_pairs, tests)
     model = workdir / f"{name}.safetensors"
     train_s = 0.0
     if start is None or train_pairs:
-        args = ["train", *map(str, files), "-o", str(model), *train_extra]
+        args = ["train", *(str(f) for pair in pairs for f in pair), "-o", str(model)]
+        args += train_extra
         train_s = _run(args + (["--from", start] if start else []))
     else:
         model = Path(start)
     out = []
-    for i, image in enumerate(tests):
-        src, dst = workdir / f"{name}-test{i}.tif", workdir / f"{name}-pred{i}.tif"
-        io.write(src, image)
+    for src, dst in runs:
         _run(["predict", str(model), str(src), "-o", str(dst), *predict_extra])
         out.append(io.read(dst))
     return out, train_s
@@ -211,16 +225,13 @@ def cellpose_predict(
 
     if not CELLPOSE["python"]:
         raise SystemExit("the cellpose cases need --cellpose-python (a venv with 'cellpose<4')")
-    job = {"train": [], "predict": [], "minutes": CELLPOSE["minutes"], "diam_mean": diam_mean}
-    for i, (image, labels) in enumerate(train_pairs):
-        files = (workdir / f"{name}-img{i}.tif", workdir / f"{name}-lab{i}.tif")
-        io.write(files[0], image)
-        io.write(files[1], labels)
-        job["train"].append([str(f) for f in files])
-    for i, image in enumerate(tests):
-        src, dst = workdir / f"{name}-test{i}.tif", workdir / f"{name}-pred{i}.tif"
-        io.write(src, image)
-        job["predict"].append([str(src), str(dst)])
+    pairs, runs = write_case(workdir, name, train_pairs, tests)
+    job = {
+        "train": [[str(f) for f in pair] for pair in pairs],
+        "predict": [[str(f) for f in run] for run in runs],
+        "minutes": CELLPOSE["minutes"],
+        "diam_mean": diam_mean,
+    }
     job_file = workdir / f"{name}.json"
     job_file.write_text(json.dumps(job))
     script = Path(__file__).with_name("cellpose_side.py")
@@ -234,7 +245,7 @@ def cellpose_predict(
         sys.stderr.write(done.stderr[-3000:])
         raise SystemExit(f"cellpose failed with exit code {done.returncode}")
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    return [io.read(Path(dst)) for _, dst in job["predict"]], float(report["train_s"])
+    return [io.read(dst) for _, dst in runs], float(report["train_s"])
 
 
 def run_real(

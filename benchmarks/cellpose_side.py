@@ -6,9 +6,9 @@ numpy). The job names training pairs, images to predict (and where to write thei
 labels) and a time budget. A new cellpose network (`pretrained_model=False`, the job's
 ``diam_mean``: 17 px for nuclei, 30 for cells; one gray channel) is trained with
 `cellpose.train.train_seg` at its defaults (batch 8, 8 random crops per epoch) for as
-many epochs as fit the budget (timed on runs of 1 and 3 epochs first, not counted), then predicts
-each image at the training diameter. Needs only numpy, tifffile and cellpose
-(`pip install torch==2.13.0 'cellpose<4'`).
+many epochs as fit the budget (timed on runs of 1 and 3 epochs first, not counted),
+then predicts each image at the training diameter. Needs only numpy, tifffile and
+cellpose (`pip install torch==2.13.0 'cellpose<4'`).
 
     PY benchmarks/cellpose_side.py job.json
 """

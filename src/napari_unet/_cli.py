@@ -342,7 +342,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         dest="start",
         metavar="MODEL",
         help="fine-tune this model file ('starter': the shipped nuclei starter; the "
-        "default for one-channel images unless --preset or --classes 2 is given)",
+        "default unless --preset or --classes 2 is given)",
     )
     p.add_argument(
         "--preset", choices=MODEL_PRESETS, help=f"train a new model of this size (CUDA: {PAPER})"
@@ -413,7 +413,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         io.check_same_shape(found.labels_shape, labels.shape, image=image_path, labels=labels_path)
         pairs.append((image, labels))
     found = axes.parse(args.axes, pairs[0][0].shape, name=str(paths[0][0]))
-    picked = axes.parse_channels(args.channels)
     if args.start is None and args.preset is None and args.classes in (None, 3):
         args.start = _default_start()
     max_minutes = args.max_minutes
@@ -448,7 +447,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         start_from=args.start,
         result=result,
         axes=found.order,
-        channels=picked,
+        channels=axes.parse_channels(args.channels),
         background=background,
         training=settings,
         extra_pairs=extra,

@@ -273,12 +273,12 @@ def channel_shares(data: TrainingData) -> list[float]:
     over the sum of their sizes; negative for channels where cells are darker."""
     used = data.weights > 0
     cells, ground = used & (data.targets == 1), used & (data.targets == 0)
-    if not cells.any() or not ground.any():
-        return [1.0 / data.in_channels] * data.in_channels
-    images = np.moveaxis(data.images, 1, 0)  # (C, N, Y, X)
-    contrast = [float(c[cells].mean() - c[ground].mean()) for c in images]
+    contrast = [0.0] * data.in_channels
+    if cells.any() and ground.any():
+        images = np.moveaxis(data.images, 1, 0)  # (C, N, Y, X)
+        contrast = [float(c[cells].mean() - c[ground].mean()) for c in images]
     total = sum(abs(c) for c in contrast)
-    if not total > 0:
+    if not total > 0:  # nothing to tell the channels apart: equal shares
         return [1.0 / data.in_channels] * data.in_channels
     return [c / total for c in contrast]
 
