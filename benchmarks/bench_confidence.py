@@ -88,7 +88,7 @@ def predict_scored(net, metadata, image, method: str = "tta", reference=None):
 
 
 def ranking(root: Path, names: list[str], net, metadata) -> None:
-    factors = ("confidence", "certainty", "boundary", "size", "shape")
+    factors = ("confidence", "certainty", "stability", "boundary", "size", "shape")
     for method in ("tta", "dropout"):
         values: dict[str, list[float]] = {f: [] for f in factors}
         wrong: list[bool] = []

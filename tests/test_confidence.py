@@ -82,6 +82,38 @@ def test_certainty_is_the_mean_margin_inside_each_object():
     assert confidence.worst_first(scores)[0].id == 3
 
 
+def test_stability_is_the_mean_best_iou_over_the_samples():
+    """Two samples: one finds the cells alike, the other merges cells 3 and 4 and shifts
+    cell 5 by 4 px. Stability = mean best IoU, against IoUs counted here by hand."""
+    labels = _disks(centres=((24, 24), (24, 70), (70, 24), (70, 40), (48, 70)))
+    merged = labels.copy()
+    merged[labels == 4] = 3
+    merged[labels == 5] = 0
+    merged[np.roll(labels == 5, 4, axis=1)] = 5
+    scores = confidence.score_objects(
+        labels, np.zeros(labels.shape, np.float32), sample_labels=[labels, merged]
+    )
+    by_id = {s.id: s for s in scores}
+
+    def iou(a, b):
+        return (a & b).sum() / (a | b).sum()
+
+    for cell in (1, 2):
+        assert by_id[cell].stability == pytest.approx(1.0)
+    for cell in (3, 4):
+        expected = (1 + iou(labels == cell, merged == 3)) / 2
+        assert by_id[cell].stability == pytest.approx(expected)
+        assert by_id[cell].stability < 0.8
+    assert by_id[5].stability == pytest.approx((1 + iou(labels == 5, merged == 5)) / 2)
+    assert by_id[3].confidence < by_id[1].confidence
+    assert "merged" in by_id[3].reason
+    # without samples every object counts as stable
+    alone = confidence.score_objects(labels, np.zeros(labels.shape, np.float32))
+    assert {s.stability for s in alone} == {1.0}
+    with pytest.raises(InputError, match="shape"):
+        confidence.score_objects(labels, np.zeros(labels.shape), sample_labels=[labels[1:]])
+
+
 def test_confidence_is_lower_on_a_damaged_prediction():
     """Clean: sharp probabilities and round cells. Damaged: the same cells blurred toward
     0.5, one cell cut into fragments and two merged; every damage lowers the confidence."""
@@ -129,6 +161,10 @@ def test_stack_objects_carry_their_slice_and_the_output_ids():
         assert np.count_nonzero(prediction.labels[obj.slice] == obj.id) == obj.area
     assert {o.slice for o in prediction.objects} == {0, 1}
     assert len({o.id for o in prediction.objects}) == len(prediction.objects)
+    # a pixel-wise model finds the same objects in every flip/rotation
+    assert [o.stability for o in prediction.objects] == pytest.approx(
+        [1.0] * len(prediction.objects)
+    )
 
 
 # --- proposals -------------------------------------------------------------------------

@@ -206,14 +206,26 @@ def predict_stack(
         from napari_unet.core import confidence
 
         uncertainty_all = np.zeros(stack_shape, dtype=np.float32)
+
+    def to_labels(probabilities: np.ndarray) -> np.ndarray:
+        """Probabilities at the image's size -> instance labels (the config's settings)."""
+        return postprocess.to_instances(
+            probabilities,
+            threshold=config.threshold,
+            min_size=round(config.min_size_px / scale**2),
+            split_merged=config.split_merged,
+            diameter_px=postprocess.cell_diameter(metadata),
+        )
+
     for position, index in enumerate(slices):
         raw = read_slice(image, layout, index, name)
         x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(ranges)])
         x = size.resize(x, net_shape)  # the model's cell size (see core/size.py)
         if config.confidence:
             events = confidence.sample_iter(
-                net, x, config.confidence, None, tile_size, batch_size, device
-            )
+                net, x, config.confidence, None, tile_size, batch_size, device,
+                to_labels=lambda p, shape=raw.shape: to_labels(size.resize(p, shape)),
+            )  # fmt: skip
         else:
             events = tiling.predict_tiled_iter(net, x, tile_size, batch_size, device, config.tta)
         start = done
@@ -221,20 +233,15 @@ def predict_stack(
             try:
                 event = next(events)
             except StopIteration as stop:
-                probabilities, uncertainty = stop.value, None
+                probabilities, uncertainty, sample_labels = stop.value, None, ()
                 if config.confidence:
                     probabilities, uncertainty = stop.value.probabilities, stop.value.uncertainty
+                    sample_labels = stop.value.labels
                 break
             done = start + event.done * per_slice // max(event.total, 1)
             yield Progress(index, position, len(slices), done, total)
         probabilities = size.resize(probabilities, raw.shape)
-        labels = postprocess.to_instances(
-            probabilities,
-            threshold=config.threshold,
-            min_size=round(config.min_size_px / scale**2),
-            split_merged=config.split_merged,
-            diameter_px=postprocess.cell_diameter(metadata),
-        )
+        labels = to_labels(probabilities)
         if stitching and previous is not None and previous[0] == index - 1:
             labels, next_id = stitch.link_slice(
                 previous[1], labels, config.stitch_threshold, next_id
@@ -252,7 +259,11 @@ def predict_stack(
             uncertainty_all[index] = uncertainty
             objects = tuple(
                 confidence.score_objects(
-                    labels, uncertainty, reference, index if layout.is_stack else None
+                    labels,
+                    uncertainty,
+                    reference,
+                    index if layout.is_stack else None,
+                    sample_labels=sample_labels,
                 )
             )
             objects_all = [o for o in objects_all if o.slice != index] + list(objects)

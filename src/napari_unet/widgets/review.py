@@ -305,7 +305,8 @@ class ReviewDock(Dock):
                 item = QTableWidgetItem(text)
                 if column == 3:
                     item.setToolTip(
-                        f"certainty {obj.certainty:.2f}, outline {obj.boundary:.2f}, "
+                        f"certainty {obj.certainty:.2f}, stability {obj.stability:.2f}, "
+                        f"outline {obj.boundary:.2f}, "
                         f"size {obj.size:.2f}, shape {obj.shape:.2f}"
                     )
                 self.table.setItem(row, column, item)
