@@ -72,12 +72,12 @@ def max_spike(history: list[float]) -> float:
     return worst
 
 
-def fine_tune(image, painted, minutes: float, seed: int, steps: int | None):
+def fine_tune(image, painted, minutes: float, seed: int, steps: int | None, anchor=None):
     """The starter fine-tuned as the Train dock does it: `training_job`, default settings."""
     result = TrainResult()
     losses = []
     started = time.perf_counter()
-    config = TrainConfig(device="cpu", max_minutes=minutes, seed=seed, steps=steps)
+    config = TrainConfig(device="cpu", max_minutes=minutes, seed=seed, steps=steps, anchor=anchor)
     for event in training_job(image, painted, config, str(starter_model_path()), result=result):
         if isinstance(event, Step):
             losses.append(event.loss)
@@ -92,9 +92,9 @@ def score(kind: str, truth, painted, labels) -> float:
     return float(metrics.average_precision(gt, pred, (0.5,))[0])
 
 
-def run_case(kind, name, image, truth, k, minutes, seed, starter, steps=None) -> dict:
+def run_case(kind, name, image, truth, k, minutes, seed, starter, steps=None, anchor=None):
     painted = paint(truth, k, seed)
-    result, losses, seconds = fine_tune(image, painted, minutes, seed, steps)
+    result, losses, seconds = fine_tune(image, painted, minutes, seed, steps, anchor)
     net = result.best_net()
     tuned = predicted_labels(net, result.metadata, image)
     out = {
@@ -107,6 +107,8 @@ def run_case(kind, name, image, truth, k, minutes, seed, starter, steps=None) ->
         "steps": result.steps_done,
         "best_step": result.best_step,
         "kept_start": result.kept_start,
+        "anchor": result.metadata["training"]["anchor"],
+        "start_iou": result.metadata["training"]["start_iou"],
         "max_spike": round(max_spike(losses), 2),
         "annotation": result.metadata["training"].get("annotation"),
     }
@@ -131,6 +133,9 @@ def main() -> None:
         help="torch threads (default: every core; 1 is several times faster on a busy machine)",
     )
     parser.add_argument("--no-auto-background", action="store_true")
+    parser.add_argument(
+        "--anchor", type=float, help="pull toward the starter (default: the training default)"
+    )
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -156,7 +161,16 @@ def main() -> None:
         for k in args.cells:
             results.append(
                 run_case(
-                    "nuclei", name, image, truth, k, args.minutes, args.seed, starter, args.steps
+                    "nuclei",
+                    name,
+                    image,
+                    truth,
+                    k,
+                    args.minutes,
+                    args.seed,
+                    starter,
+                    args.steps,
+                    args.anchor,
                 )
             )
     if args.phase_slice >= 0:
@@ -173,6 +187,8 @@ def main() -> None:
                 args.minutes,
                 args.seed,
                 starter,
+                args.steps,
+                args.anchor,
             )
         )
     print(

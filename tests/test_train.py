@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+import napari_unet.core.train as core_train
 from napari_unet.core import checkpoint
 from napari_unet.core.augment import AugmentConfig
 from napari_unet.core.data import TrainingData
 from napari_unet.core.events import run_to_end
 from napari_unet.core.io import InputError
 from napari_unet.core.model import UNet
+from napari_unet.core.presets import ANCHOR
 from napari_unet.core.synthetic import touching_cells
 from napari_unet.core.train import (
     Step,
@@ -343,3 +345,40 @@ def test_validation_scores_equal_tiled_prediction_and_metrics_of_the_best_net(ce
     assert validation.ap50 == pytest.approx(ap50)
     np.testing.assert_array_equal(validation.preview, probs[1])
     assert validation.region == (region.slice_index, *box)
+
+
+def test_the_anchor_keeps_fine_tuning_near_the_start_model(tmp_path, cells_data, monkeypatch):
+    """Fine-tuned from a file the weights are pulled back toward the file's (on by
+    default); Adam's steps of ~lr then leave each weight within a few / anchor of its
+    start, while without the anchor the same run drifts further."""
+    _, first = _run(train(cells_data, _config(steps=2), net=UNet(**TINY)))
+    assert first.metadata["training"]["anchor"] == 0  # a net in memory: no anchor
+    path = first.trained().save(tmp_path / "start.safetensors")
+    start, _ = checkpoint.load(path)
+
+    def drift(anchor):
+        """Largest change of a weight after the run (its last weights, not the best)."""
+        config = _config(
+            steps=30, validate_every=100, validate_every_s=600, lr=2e-2, anchor=anchor
+        )
+        _, result = _run(train(cells_data, config, net=path))
+        last = result.resume.weights
+        pairs = [(w, last[name]) for name, w in start.state_dict().items()]
+        return max(float((a - b).abs().max()) for a, b in pairs), result
+
+    free, _ = drift(0)
+    anchored, result = drift(100.0)
+    assert result.metadata["training"]["anchor"] == 100.0
+    assert anchored < 4 / 100.0 < free
+    # by default it holds a start model that already finds the cells (validation IoU
+    # before any step >= ANCHOR_MIN_IOU) and lets go of one that does not
+    monkeypatch.setattr(core_train, "ANCHOR_MIN_IOU", 0.0)
+    _, default = _run(train(cells_data, _config(steps=1), net=path))
+    assert default.metadata["training"]["anchor"] == ANCHOR
+    start_iou = default.metadata["training"]["start_iou"]
+    assert start_iou == default.metadata["validation"]["history"][0]["iou"]
+    monkeypatch.setattr(core_train, "ANCHOR_MIN_IOU", start_iou + 0.01)
+    _, released = _run(train(cells_data, _config(steps=1), net=path))
+    assert released.metadata["training"]["anchor"] == 0
+    with pytest.raises(InputError, match="anchor"):
+        next(train(cells_data, _config(anchor=-1.0), net=path))

@@ -15,6 +15,7 @@ from napari_unet import __version__
 from napari_unet.core.io import InputError
 from napari_unet.core.presets import (
     ADAMW,
+    ANCHOR,
     AUTO,
     DEFAULT_LR,
     DEVICES,
@@ -353,6 +354,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help=f"peak learning rate (default: {lr})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=ADAMW, help=f"{SGD}: paper")
     p.add_argument("--validate-every", type=int, help="steps between validations")
+    p.add_argument(
+        "--anchor",
+        type=float,
+        help=f"fine-tuning: pull toward the start model's weights (default {ANCHOR:g}; "
+        "0: off; larger: stay closer)",
+    )
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument(
         "--background",
@@ -431,6 +438,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         augment=None if args.no_augment else AugmentConfig(),
         compile=args.compile,
+        anchor=args.anchor,
     )
     result = train.TrainResult()
     (image, labels), *extra = pairs

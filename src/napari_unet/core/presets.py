@@ -43,6 +43,16 @@ DEVICES = (AUTO, "cpu", "cuda", "mps")
 ADAMW, SGD = "adamw", "sgd"  # SGD with momentum 0.99: the paper's (section 3)
 OPTIMIZERS = (ADAMW, SGD)
 DEFAULT_LR = {ADAMW: 2e-3, SGD: 1e-2}  # peak learning rate
+# Fine-tuning stays near the model it started from: after every step each weight is
+# pulled back toward its starting value by lr x ANCHOR x (w - w0) (a decoupled L2-SP,
+# Li et al. 2018). With Adam's steps of about lr, no weight drifts much more than
+# 1 / ANCHOR from its start, so a few annotated cells (or boxes without a cell) cannot
+# throw away what the starter knew. Chosen in benchmarks/bench_sparse.py and the
+# annotate-next loop of bench_confidence.py (README, Train).
+ANCHOR = 20.0
+# ...unless the start model does not find the annotated cells yet: below this validation
+# IoU before the first step, the default anchor is let go (README, Train).
+ANCHOR_MIN_IOU = 0.5
 
 
 def default_preset(device: Any = "cpu") -> str:

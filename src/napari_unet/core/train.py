@@ -32,6 +32,8 @@ from napari_unet.core.io import InputError, as_labels
 from napari_unet.core.model import UNet, check_preset, spread_input_channels
 from napari_unet.core.presets import (
     ADAMW,
+    ANCHOR,
+    ANCHOR_MIN_IOU,
     AUTO,
     DEFAULT_LR,
     LIGHT,
@@ -117,6 +119,9 @@ class TrainConfig:
     # the kept model: best validation "iou" (foreground), or "ap50" (instances; IoU of
     # the 3-class interior rewards thin cores, not separated cells)
     select_by: str = "iou"
+    # pull toward the starting weights when fine-tuning (see `ANCHOR`); None: ANCHOR when
+    # a saved model is fine-tuned (a resumed run: its own), else 0; 0: off
+    anchor: float | None = None
 
     def resolved(self, preset: str) -> TrainConfig:
         """A copy with every ``None`` default filled in from the preset's defaults."""
@@ -145,6 +150,8 @@ class TrainConfig:
             raise InputError(f"max_minutes must be positive; got {self.max_minutes}")
         if self.select_by not in ("iou", "ap50"):
             raise InputError(f"select_by must be 'iou' or 'ap50'; got {self.select_by!r}")
+        if self.anchor is not None and not (math.isfinite(self.anchor) and self.anchor >= 0):
+            raise InputError(f"anchor must be 0 (off) or a positive number; got {self.anchor}")
         for name in ("validate_every_s", "grad_clip"):
             value = getattr(self, name)
             if value is not None and not value > 0:
@@ -163,16 +170,22 @@ class ResumeState:
     optimizer: dict[str, Any]
     steps_done: int
     optimizer_name: str
+    anchor: float = 0.0  # the run's anchor, which its continuation keeps
 
     def save(self, path: str | Path) -> Path:
         """Safetensors beside the model (`checkpoint.resume_path`); never pickle."""
-        info = {"steps_done": self.steps_done, "optimizer_name": self.optimizer_name}
+        info = {
+            "steps_done": self.steps_done,
+            "optimizer_name": self.optimizer_name,
+            "anchor": self.anchor,
+        }
         return checkpoint.save_resume(path, self.weights, self.optimizer, info)
 
     @classmethod
     def load(cls, path: str | Path) -> ResumeState:
         weights, optimizer, info = checkpoint.load_resume(path)
-        return cls(weights, optimizer, int(info.get("steps_done", 0)), info["optimizer_name"])
+        steps, anchor = int(info.get("steps_done", 0)), float(info.get("anchor", 0.0))
+        return cls(weights, optimizer, steps, info["optimizer_name"], anchor)
 
 
 @dataclass
@@ -454,12 +467,22 @@ class _Run:
         self.device = resolve_device(config.device)
         if config.preset is None:
             config = replace(config, preset=default_preset(self.device))
-        fine_tuning = net is not None
+        fine_tuning, start = net is not None, net
         net, self.parent = _initial_net(net, data, config)
+        # the anchor's default: on when fine-tuning a saved model, off for a new model or a
+        # net passed in memory; a resumed run keeps its own (pulling toward ``net``, the
+        # model it resumes, not toward the first run's start)
+        anchor = ANCHOR if isinstance(start, (str, Path)) else 0.0
+        anchor = resume.anchor if resume is not None else anchor
+        anchor = config.anchor if config.anchor is not None else anchor
+        self.config_anchor, self.start_iou = config.anchor, None
+        # the starting weights, kept (before any resumed weights) for the anchor's pull
+        self.start_weights = [p.detach().clone() for p in net.parameters()] if anchor else []
         if resume is not None:
             net.load_state_dict(resume.weights)  # the last weights, not the best
             config = replace(config, optimizer=resume.optimizer_name)
         self.cfg = cfg = config.resolved(_preset_of(net))
+        cfg.anchor = anchor
         sparse = data.use is not None and bool(data.use.sparse_slices)
         if config.lr is None and fine_tuning and sparse:
             cfg.lr = DEFAULT_LR[cfg.optimizer] * SPARSE_FINE_TUNE_LR_FACTOR
@@ -471,6 +494,7 @@ class _Run:
             torch.manual_seed(cfg.seed)
         self.tiles = _Tiles(data, net, cfg.tile_size, cfg.batch_size, cfg.seed)
         self.net = net.to(self.device, memory_format=memory_format(self.device)).train()
+        self.start_weights = [w.to(self.device) for w in self.start_weights]
         compiled = cfg.compile and self.device.type == "cuda"
         self.model = torch.compile(self.net) if compiled else self.net
         self.optimizer = _optimizer(self.net, cfg)
@@ -506,6 +530,7 @@ class _Run:
             group["lr"] = lr
         t0 = time.perf_counter()
         loss = float(self._optimise_shrinking_on_oom().detach())
+        self._pull_to_start(lr)
         if not math.isfinite(loss):
             raise InputError(
                 f"Training diverged at step {step} (loss {loss}); lower the learning rate"
@@ -515,6 +540,24 @@ class _Run:
         self.result.steps_done = step
         self.history.append([step, round(loss, 5)])
         return Step(step, cfg.steps, loss, lr, self.tile_rate)
+
+    def release_anchor_if_unfit(self, baseline: Validation) -> Validation:
+        """A start model that does not yet find the annotated cells (validation IoU below
+        `ANCHOR_MIN_IOU` before any step, e.g. the nuclei starter on phase contrast) has
+        nothing worth keeping: the default anchor is let go, so it can change freely."""
+        self.start_iou = baseline.iou
+        if self.config_anchor is None and baseline.iou < ANCHOR_MIN_IOU:
+            self.cfg.anchor, self.start_weights = 0.0, []
+        return baseline
+
+    def _pull_to_start(self, lr: float) -> None:
+        """The anchor: every weight moves lr x anchor of the way back to its start."""
+        if not self.start_weights:
+            return
+        factor = min(lr * self.cfg.anchor, 1.0)
+        with torch.no_grad():
+            for weight, start in zip(self.net.parameters(), self.start_weights, strict=True):
+                weight.lerp_(start, factor)
 
     def _max_grad_norm(self) -> float | None:
         """``grad_clip`` x the median gradient norm of the recent steps (None: no cap yet)."""
@@ -654,6 +697,8 @@ class _Run:
                 "optimizer": cfg.optimizer,
                 "lr": cfg.lr,
                 "weight_decay": cfg.weight_decay,
+                "anchor": cfg.anchor,
+                "start_iou": self.start_iou,  # validation IoU of the start model, before any step
                 "batch_size": tiles.batch_size,
                 "tile_size": [tiles.sampler.in_size, tiles.sampler.out_size],
                 "augment": asdict(cfg.augment) if cfg.augment else None,
@@ -687,6 +732,7 @@ class _Run:
             optimizer=_to_cpu(self.optimizer.state_dict()),
             steps_done=result.steps_done,
             optimizer_name=self.cfg.optimizer,
+            anchor=self.cfg.anchor,
         )
         result.kept_start = result.best_step == 0 and self.baseline_due()
         self.update_metadata()
@@ -718,7 +764,7 @@ def train(
     run = _Run(data, config or TrainConfig(), net, result, resume, view)
     try:
         if run.baseline_due():
-            yield run.validate(0)  # the model as it came: kept if nothing beats it
+            yield run.release_anchor_if_unfit(run.validate(0))  # kept if nothing beats it
         for step in range(1, run.cfg.steps + 1):
             if run.out_of_time():
                 break
