@@ -183,6 +183,7 @@ def test_cli_train_on_rgb_then_predict(tmp_path):
     assert meta["architecture"]["in_channels"] == 3
     red, green, blue = meta["training"]["spread_channels"]
     assert red > 0 and green > 0 and blue < 0
+    assert meta["training"]["anchor"] == 0  # a gray model meeting colour is not held back
     out = tmp_path / "tuned.tif"
     assert main(["predict", str(tuned), str(tmp_path / "rgb.png"), "-o", str(out)]) == 0
     assert io.read(out).shape == (64, 64)

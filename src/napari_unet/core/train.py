@@ -469,10 +469,13 @@ class _Run:
             config = replace(config, preset=default_preset(self.device))
         fine_tuning, start = net is not None, net
         net, self.parent = _initial_net(net, data, config)
-        # the anchor's default: on when fine-tuning a saved model, off for a new model or a
-        # net passed in memory; a resumed run keeps its own (pulling toward ``net``, the
-        # model it resumes, not toward the first run's start)
+        # the anchor's default: on when fine-tuning a saved model; off for a new model, a
+        # net passed in memory, or a gray model spread over colour channels (anchored,
+        # stained RGB nuclei scored AP@0.5 0.559 against 0.599); a resumed run keeps its
+        # own (pulling toward ``net``, the model it resumes, not the first run's start)
         anchor = ANCHOR if isinstance(start, (str, Path)) else 0.0
+        if "spread_channels" in self.parent:  # a gray model meets colour: it must move
+            anchor = 0.0
         anchor = resume.anchor if resume is not None else anchor
         anchor = config.anchor if config.anchor is not None else anchor
         self.config_anchor, self.start_iou = config.anchor, None
