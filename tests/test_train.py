@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -380,5 +381,9 @@ def test_the_anchor_keeps_fine_tuning_near_the_start_model(tmp_path, cells_data,
     monkeypatch.setattr(core_train, "ANCHOR_MIN_IOU", start_iou + 0.01)
     _, released = _run(train(cells_data, _config(steps=1), net=path))
     assert released.metadata["training"]["anchor"] == 0
+    # and says so when it finishes (unless the start model itself is kept)
+    note = dataclasses.replace(released.trained(), kept_start=False).note()
+    assert f"IoU {start_iou:.2f} before training" in note and "free to move" in note
+    assert dataclasses.replace(default.trained(), kept_start=False).note() == ""
     with pytest.raises(InputError, match="anchor"):
         next(train(cells_data, _config(anchor=-1.0), net=path))

@@ -252,11 +252,20 @@ class Trained:
         return written
 
     def note(self) -> str:
-        """What a person should know about which weights were kept."""
+        """What a person should know about which weights were kept, and why the model
+        was (or was not) held near the one it started from."""
         if self.kept_start:
             return (
                 "No trained weights beat the model you started from on the held-out cells: "
                 "it is kept unchanged. Paint more cells (or correct its mistakes) and Resume."
+            )
+        training = self.metadata.get("training", {})
+        start_iou = training.get("start_iou")
+        if start_iou is not None and start_iou < ANCHOR_MIN_IOU and not training.get("anchor"):
+            return (
+                f"The model you started from found few of the annotated cells (validation "
+                f"IoU {start_iou:.2f} before training), so training was free to move far "
+                "from it."
             )
         return ""
 
