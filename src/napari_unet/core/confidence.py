@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_unet.core import metrics
 from napari_unet.core.annotations import Box
 from napari_unet.core.events import Done
 from napari_unet.core.io import InputError
@@ -249,26 +250,15 @@ def stability(
     labels: np.ndarray, sample_labels: Sequence[np.ndarray], ids: np.ndarray
 ) -> np.ndarray:
     """Per object of ``ids``: its best IoU with any object of each sampled prediction's
-    labels, averaged over the samples (1 = found alike every time; a cell that one flip
-    splits or merges scores lower). Ones when no samples are given."""
-    if not len(sample_labels):
-        return np.ones(len(ids))
-    labels = np.asarray(labels).astype(np.int64, copy=False)
-    n = int(labels.max()) + 1
-    areas = np.bincount(labels.ravel(), minlength=n)
-    total = np.zeros(n)
+    labels (`metrics.match`), averaged over the samples (1 = found alike every time; a
+    cell that one flip splits or merges scores lower). Ones when no samples are given."""
+    total = np.zeros(len(ids))
     for other in sample_labels:
-        other = np.asarray(other).astype(np.int64, copy=False)
-        both = (labels > 0) & (other > 0)
-        pairs, overlap = np.unique(
-            np.stack([labels[both], other[both]]), axis=1, return_counts=True
-        )
-        other_areas = np.bincount(other.ravel(), minlength=int(other.max()) + 1)
-        iou = overlap / (areas[pairs[0]] + other_areas[pairs[1]] - overlap)
-        best = np.zeros(n)
-        np.maximum.at(best, pairs[0], iou)
-        total += best
-    return total[ids] / len(sample_labels)
+        m = metrics.match(labels, other)
+        best = np.zeros(len(m.gt_ids))
+        np.maximum.at(best, m.pair_gt, m.iou)
+        total += best[np.searchsorted(m.gt_ids, ids)]
+    return total / len(sample_labels) if len(sample_labels) else np.ones(len(ids))
 
 
 def _reason(factors: dict[str, float], area: float, solidity: float, ref: Reference) -> str:
@@ -312,6 +302,8 @@ def score_objects(
             f"score_objects wants a 2D label image and an uncertainty map of the same shape; "
             f"got {labels.shape} and {np.shape(uncertainty)}"
         )
+    if any(np.shape(other) != labels.shape for other in sample_labels):
+        raise InputError("sample_labels must have the shape of the labels")
     ids, areas, solidity = _areas_solidities(labels)
     if not len(ids):
         return []
@@ -326,8 +318,6 @@ def score_objects(
     on_band = np.bincount(band, u, n)[ids] / np.maximum(band_count, 1)
     z_area = np.abs(np.log(areas) - ref.log_area) / ref.log_area_spread
     z_shape = (ref.solidity - solidity) / ref.solidity_spread
-    if any(np.shape(other) != labels.shape for other in sample_labels):
-        raise InputError("sample_labels must have the shape of the labels")
     factors = {
         "certainty": 1.0 - inside,
         "stability": stability(labels, sample_labels, ids),
