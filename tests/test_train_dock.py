@@ -9,6 +9,7 @@ import pytest
 import torch
 from qtpy.QtCore import Qt, QTimer
 
+from napari_unet.core.presets import ANCHOR, ANCHOR_MIN_IOU
 from napari_unet.core.synthetic import touching_cells
 from napari_unet.widgets import _session
 from napari_unet.widgets.train import PREVIEW_SUFFIX, TrainDock
@@ -234,13 +235,18 @@ def test_starter_and_model_file_choices_fine_tune_that_model(viewer_with_cells, 
     assert metadata["training"]["from"] == starter_model_path().name
     starter, _ = checkpoint.load(starter_model_path())
     assert net.config == starter.config
+    # the anchor at "auto": on, unless the starter did not find these cells before training
+    fits = metadata["training"]["start_iou"] >= ANCHOR_MIN_IOU
+    assert metadata["training"]["anchor"] == (ANCHOR if fits else 0.0)
 
     saved = dock.save(tmp_path / "tuned.safetensors")
     dock.model_combo.setCurrentText("model file")
     dock.model_file.setText(str(saved))
+    dock.anchor.setValue(5.0)  # the user's own pull toward the saved model
     _click(qtbot, dock.start_button)
     qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
-    assert _session.current_model()[1]["training"]["from"] == "tuned.safetensors"
+    training = _session.current_model()[1]["training"]
+    assert training["from"] == "tuned.safetensors" and training["anchor"] == 5.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

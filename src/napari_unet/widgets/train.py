@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 from napari_unet.core.annotations import boxes_from_rectangles
 from napari_unet.core.io import InputError, check_same_shape
 from napari_unet.core.presets import (
+    ANCHOR,
     AUTO,
     DEVICES,
     LIGHT,
@@ -183,6 +184,15 @@ class TrainDock(Dock):
         self.validate_every = _auto_spin(
             100_000, 10, "Validate and refresh the preview every this many steps"
         )
+        self.anchor = QDoubleSpinBox()
+        self.anchor.setRange(-1.0, 1000.0)
+        self.anchor.setDecimals(1)
+        self.anchor.setValue(-1.0)
+        self.anchor.setSpecialValueText(AUTO)
+        self.anchor.setToolTip(
+            f"Pull toward the model fine-tuned from, after every step (auto: {ANCHOR:g} "
+            "for a saved or starter model, let go when it does not find your cells; 0: off)"
+        )
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
         self.unpainted = QComboBox()
@@ -237,6 +247,7 @@ class TrainDock(Dock):
         form.addRow("Tile size (px)", self.tile_size)
         form.addRow("Batch size", self.batch_size)
         form.addRow("Validate every", self.validate_every)
+        form.addRow("Anchor", self.anchor)
         form.addRow("Device", self.device)
         form.addRow("Unpainted pixels", self.unpainted)
         form.addRow("Cell size", self.size_label)
@@ -474,6 +485,7 @@ class TrainDock(Dock):
             "tile_size": self.tile_size.value() or None,
             "batch_size": self.batch_size.value() or None,
             "validate_every": self.validate_every.value() or None,
+            "anchor": None if self.anchor.value() < 0 else self.anchor.value(),
             "device": self.device.currentText(),
         }
 
