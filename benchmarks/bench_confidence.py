@@ -13,9 +13,10 @@ of ``-confidence`` for "wrong", the share of the wrong objects among the least c
 20 %, the same for every factor alone, and for the two ways of sampling (flips/rotations
 vs Monte-Carlo dropout). The 12 images used to choose `confidence.WEIGHTS` are left out.
 
-Part 2 (annotate next): a pool of 256x256 images (a stack); each round annotates ``k``
-boxes (the ground truth copied inside them), fine-tunes the starter model on all boxes
-so far (same steps and seed every time) and scores AP@0.5 on held-out images. Boxes come
+Part 2 (annotate next): a pool of 256x256 images; each round annotates ``k`` boxes (the
+ground truth copied inside them), fine-tunes the starter model on all boxes so far (the
+pool images with boxes as image/labels pairs, each normalised on its own as in the Train
+dock; same steps and seed every time) and scores AP@0.5 on held-out images. Boxes come
 from `confidence.propose_regions` on the current model's uncertainty, or at random
 (same size, same rules); round 0 is shared. Prints AP@0.5 against annotated cells, per
 seed (other random round-0 boxes) and averaged over ``--seeds``. Small on purpose (2
@@ -126,14 +127,17 @@ def annotated_cells(gt: np.ndarray, boxes: list[Box]) -> int:
 
 
 def fine_tune(pool: np.ndarray, gt: np.ndarray, boxes: list[Box], steps: int):
+    """The starter fine-tuned on the pool images that have boxes, one image/labels pair
+    each (normalised on its own, as the Train dock's pairs are; normalising the pool as
+    one stack would mix the images' brightness), labels only inside the boxes."""
     labels = np.where(region_mask(gt.shape, boxes), gt, 0)
+    pairs = [
+        (pool[z], labels[z], [(None, b.y0, b.x0, b.y1, b.x1) for b in boxes if b.slice_index == z])
+        for z in sorted({b.slice_index for b in boxes})
+    ]
     start = str(starter_model_path())
-    data = TrainingData.from_arrays(
-        pool,
-        labels,
-        regions=boxes,
-        validation_fraction=0,
-        n_classes=checkpoint.classes_to_train(start),
+    data = TrainingData.from_pairs(
+        pairs, validation_fraction=0, n_classes=checkpoint.classes_to_train(start), scale=1.0
     )
     config = train.TrainConfig(steps=steps, validate_every=steps, seed=0, device="cpu")
     result = train.TrainResult()
@@ -159,16 +163,17 @@ def mean_ap(net, metadata, tests) -> float:
 
 
 def propose(net, metadata, pool, gt, boxes, k, edge):
-    """k proposal boxes over the pool stack, best first across slices."""
+    """k proposal boxes over the pool images (each predicted on its own), best first."""
     annotated = np.where(region_mask(gt.shape, boxes), gt, 0)
     reference = confidence.reference_from(annotated)
-    result = predict_scored(net, metadata, pool, reference=reference)
+    taken = region_mask(gt.shape, boxes)
     candidates = []
     for z in range(len(pool)):
-        for b in confidence.propose_regions(
-            result.uncertainty[z], region_mask(gt.shape, boxes)[z], k, edge, pool[z], slice_index=z
-        ):
-            candidates.append((result.uncertainty[z, b.y0 : b.y1, b.x0 : b.x1].mean(), b))
+        uncertainty = predict_scored(net, metadata, pool[z], reference=reference).uncertainty
+        uncertainty = np.asarray(uncertainty).reshape(pool.shape[1:])
+        for b in confidence.propose_regions(uncertainty, taken[z], k, edge, pool[z]):
+            box = Box(z, b.y0, b.x0, b.y1, b.x1)
+            candidates.append((uncertainty[b.y0 : b.y1, b.x0 : b.x1].mean(), box))
     candidates.sort(key=lambda c: -c[0])
     return [b for _, b in candidates[:k]]
 
