@@ -111,17 +111,20 @@ def dsb(
     ]
     train_ids, test_ids = held_out[:n_train], held_out[n_train : n_train + n_test]
     work = Path(tempfile.mkdtemp(prefix="bench_channels_"))
-    images = np.stack([io.read(root / "images" / f"{i}.tif") for i in train_ids])
     if gray:
-        images = _inverted_gray(images)
         extra = [*extra, "--from", str(starter_model_path())]
-    labels = np.stack([io.read(root / "labels" / f"{i}.tif") for i in train_ids])
-    io.write(work / "train.tif", images)
-    io.write(work / "train_labels.tif", labels)
+    # one image/labels pair per training image, as a biologist's separate files are (each
+    # normalised on its own; one TYXC stack would be normalised as a whole)
+    pairs = []
+    for i in train_ids:
+        image = io.read(root / "images" / f"{i}.tif")
+        io.write(work / f"train_{i}.tif", _inverted_gray(image) if gray else image)
+        io.write(work / f"train_{i}_labels.tif", io.read(root / "labels" / f"{i}.tif"))
+        pairs += [str(work / f"train_{i}.tif"), str(work / f"train_{i}_labels.tif")]
     model = work / "rgb.safetensors"
     started = time.perf_counter()
-    args = ["train", str(work / "train.tif"), str(work / "train_labels.tif"), "-o", str(model)]
-    assert cli([*args, "--axes", "TYX" if gray else "TYXC", *extra]) == 0
+    args = ["train", *pairs, "-o", str(model)]
+    assert cli([*args, "--axes", "YX" if gray else "YXC", *extra]) == 0
     train_s = time.perf_counter() - started
     tp = n_gt = n_pred = 0
     per_image = {}

@@ -1,9 +1,11 @@
 """A few painted cells on real images: starter vs fine-tuned (not a test).
 
 Simulates a biologist who paints k cells: k ground-truth cells (drawn at random) are
-copied into an empty labels layer, nothing else is marked, and the shipped starter model
-is fine-tuned with the default settings for at most ``--minutes`` of CPU training. Scores
-on the *rest* of the image (painted cells and predictions on them are left out):
+copied into an empty labels layer, nothing else is marked, and a shipped starter model
+is fine-tuned with the default settings for at most ``--minutes`` of CPU training: as
+the Train dock's default "best starter (auto)", the one that finds the painted cells best
+(``--start FILE`` to force one). Scores on the *rest* of the image (painted cells and
+predictions on them are left out), for the starter it began from and the fine-tuned model:
 
 - DSB 2018 fluorescence nuclei: AP@0.5 of the starter and of the fine-tuned model;
 - usiigaci phase contrast (one slice): foreground IoU.
@@ -28,7 +30,7 @@ import numpy as np
 from napari_unet.core import checkpoint, io, metrics, predict
 from napari_unet.core.events import run_to_end
 from napari_unet.core.train import Step, TrainConfig, TrainResult, training_job
-from napari_unet.models import starter_model_path
+from napari_unet.models import shipped_models
 
 # 520x696 nuclei held out from the starter's training (`_real.HOLD_OUT_EVERY`); the
 # earlier 0ea22171 / 07fb37aa / 4dbbb275 were among its training images
@@ -72,13 +74,17 @@ def max_spike(history: list[float]) -> float:
     return worst
 
 
-def fine_tune(image, painted, minutes: float, seed: int, steps: int | None, anchor=None):
-    """The starter fine-tuned as the Train dock does it: `training_job`, default settings."""
+def fine_tune(
+    image, painted, minutes: float, seed: int, steps: int | None, anchor=None, start=None
+):
+    """A starter fine-tuned as the Train dock does it: `training_job`, default settings,
+    from ``start`` (default: the dock's "best starter", the shipped starter that finds the
+    painted cells best)."""
     result = TrainResult()
     losses = []
     started = time.perf_counter()
     config = TrainConfig(device="cpu", max_minutes=minutes, seed=seed, steps=steps, anchor=anchor)
-    for event in training_job(image, painted, config, str(starter_model_path()), result=result):
+    for event in training_job(image, painted, config, start, result=result):
         if isinstance(event, Step):
             losses.append(event.loss)
     return result, losses, time.perf_counter() - started
@@ -92,16 +98,21 @@ def score(kind: str, truth, painted, labels) -> float:
     return float(metrics.average_precision(gt, pred, (0.5,))[0])
 
 
-def run_case(kind, name, image, truth, k, minutes, seed, starter, steps=None, anchor=None):
+def run_case(kind, name, image, truth, k, minutes, seed, steps=None, anchor=None, start=None):
     painted = paint(truth, k, seed)
-    result, losses, seconds = fine_tune(image, painted, minutes, seed, steps, anchor)
+    starts = [start] if start else [str(m.path) for m in shipped_models()]
+    result, losses, seconds = fine_tune(image, painted, minutes, seed, steps, anchor, starts)
     net = result.best_net()
     tuned = predicted_labels(net, result.metadata, image)
+    chosen = result.metadata["training"]["from"]
+    began = checkpoint.load(next(p for p in starts if Path(p).name == chosen))
     out = {
         "kind": kind,
         "image": name,
         "cells": k,
-        "starter": round(score(kind, truth, painted, predicted_labels(*starter, image)), 3),
+        "from": result.metadata["training"]["from"],
+        "start_scores": result.metadata["training"].get("start_scores"),
+        "starter": round(score(kind, truth, painted, predicted_labels(*began, image)), 3),
         "tuned": round(score(kind, truth, painted, tuned), 3),
         "train_s": round(seconds, 1),
         "steps": result.steps_done,
@@ -136,6 +147,7 @@ def main() -> None:
     parser.add_argument(
         "--anchor", type=float, help="pull toward the starter (default: the training default)"
     )
+    parser.add_argument("--start", help="fine-tune this model file (default: the best starter)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -152,7 +164,6 @@ def main() -> None:
         import napari_unet.core.data as core_data
 
         core_data.AUTO_BACKGROUND = False
-    starter = checkpoint.load(starter_model_path())
     results = []
     for name in args.images:
         image = io.read(args.data / "dsb2018" / "images" / f"{name}.tif")
@@ -168,9 +179,9 @@ def main() -> None:
                     k,
                     args.minutes,
                     args.seed,
-                    starter,
                     args.steps,
                     args.anchor,
+                    args.start,
                 )
             )
     if args.phase_slice >= 0:
@@ -186,9 +197,9 @@ def main() -> None:
                 args.phase_cells,
                 args.minutes,
                 args.seed,
-                starter,
                 args.steps,
                 args.anchor,
+                args.start,
             )
         )
     print(

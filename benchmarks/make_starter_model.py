@@ -97,11 +97,21 @@ def score(
     }
 
 
-def make(root: str, output: Path, max_minutes: float, steps: int, start: str | None) -> None:
-    pairs, ids = crops(root)
-    data = TrainingData.from_pairs(pairs, n_classes=N_CLASSES)
+def train_starter(
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    output: Path,
+    max_minutes: float,
+    steps: int,
+    start: str | None,
+    select_by: str = "ap50",
+    scale: float | None = None,
+) -> TrainResult:
+    """The light preset, 3 classes, batch 2, trained on ``pairs`` (the last one holds the
+    validation slice); the best weights are saved to ``output`` as they come."""
+    data = TrainingData.from_pairs(pairs, n_classes=N_CLASSES, scale=scale)
     print(
-        f"{len(pairs)} training crops; validation slice {data.validation.slice_index}", flush=True
+        f"{len(pairs)} training images; validation slice {data.validation.slice_index}",
+        flush=True,
     )
     config = TrainConfig(
         steps=steps,
@@ -109,7 +119,7 @@ def make(root: str, output: Path, max_minutes: float, steps: int, start: str | N
         max_minutes=max_minutes,
         batch_size=2,
         seed=0,
-        select_by="ap50",
+        select_by=select_by,
         validate_every=VALIDATE_EVERY,
     )
     result, started = TrainResult(), time.perf_counter()
@@ -122,6 +132,15 @@ def make(root: str, output: Path, max_minutes: float, steps: int, start: str | N
             )
             if event.best:
                 result.trained().save(output)  # keep a usable file while training runs
+    history = result.metadata["training"]["history"]
+    result.metadata["training"]["history"] = history[::100]  # keep the file header small
+    print(f"trained {time.perf_counter() - started:.0f} s", flush=True)
+    return result
+
+
+def make(root: str, output: Path, max_minutes: float, steps: int, start: str | None) -> None:
+    pairs, ids = crops(root)
+    result = train_starter(pairs, output, max_minutes, steps, start)
     result.metadata["starter"] = {
         "data": "DSB2018 stage-1 train (BBBC038, CC0), community-fixed masks",
         "training_ids": ids,
@@ -129,29 +148,36 @@ def make(root: str, output: Path, max_minutes: float, steps: int, start: str | N
         "held_out": f"every {5}th image sorted by id (never trained on)",
         "continued_from": start and Path(start).name,
     }
-    history = result.metadata["training"]["history"]
-    result.metadata["training"]["history"] = history[::100]  # keep the file header small
     result.trained().save(output)
-    print(f"saved {output} after {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"saved {output}", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="the shared real data folder (holds dsb2018/)")
-    parser.add_argument("-o", "--output", type=Path, default=starter_model_path())
+def starter_parser(doc: str, holds: str, output: Path) -> argparse.ArgumentParser:
+    """The command line both starter scripts share."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("root", help=f"the shared real data folder (holds {holds})")
+    parser.add_argument("-o", "--output", type=Path, default=output)
     parser.add_argument("--max-minutes", type=float, default=40.0)
     parser.add_argument("--steps", type=int, default=40000)
     parser.add_argument("--score-only", action="store_true")
     parser.add_argument("--from", dest="start", help="continue training this model file")
+    return parser
+
+
+def record_scores(output: Path, scores: dict) -> None:
+    print(json.dumps(scores), flush=True)
+    net, meta = checkpoint.load(output)
+    meta.setdefault("starter", {})["scores_held_out"] = scores
+    checkpoint.save(output, net, meta)
+
+
+def main() -> None:
+    parser = starter_parser(__doc__, "dsb2018/", starter_model_path())
     parser.add_argument("--score-images", type=int, default=0, help="score on this many (0: all)")
     args = parser.parse_args()
     if not args.score_only:
         make(args.root, args.output, args.max_minutes, args.steps, args.start)
-    scores = score(args.root, args.output, args.score_images)
-    print(json.dumps(scores), flush=True)
-    net, meta = checkpoint.load(args.output)
-    meta.setdefault("starter", {})["scores_held_out"] = scores
-    checkpoint.save(args.output, net, meta)
+    record_scores(args.output, score(args.root, args.output, args.score_images))
 
 
 if __name__ == "__main__":

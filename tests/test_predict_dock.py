@@ -145,3 +145,25 @@ def test_an_rgb_image_is_refused_before_anything_runs(make_napari_viewer, qtbot)
         dock.status.text()
     )
     assert [layer.name for layer in viewer.layers] == ["photo"]
+
+
+def test_shipped_starters_are_offered_and_the_phase_one_segments_phase_contrast(
+    make_napari_viewer, qtbot
+):
+    from pathlib import Path
+
+    from napari_unet.core import io, metrics
+    from napari_unet.models import SHIPPED
+
+    data = Path(__file__).with_name("data")
+    image = io.read(data / "usiigaci_phase_s5_crop.tif")
+    truth = io.read(data / "usiigaci_phase_s5_crop_labels.tif")
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="phase")
+    dock = PredictDock(viewer)
+    offered = [dock.model_combo.itemText(i) for i in range(dock.model_combo.count())]
+    assert offered == [*(m.title for m in SHIPPED), FILE]
+    dock.model_combo.setCurrentText("Phase-contrast starter")
+    _run_and_wait(dock, qtbot)
+    labels = np.asarray(viewer.layers["phase U-Net labels"].data)
+    assert metrics.iou_score(truth > 0, labels > 0) > 0.6  # real cells, not noise

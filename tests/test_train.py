@@ -243,6 +243,32 @@ def _write_cells(tmp_path, shape=(128, 128)):
 
 
 @pytest.mark.slow
+def test_of_several_start_models_the_one_that_finds_the_cells_is_fine_tuned(tmp_path):
+    """Several model files (as the shipped starters are offered): the one that already
+    segments the held-out annotations best is trained on, and the run says so."""
+    from napari_unet.core.train import choose_start, training_job
+    from napari_unet.models import starter_model_path
+
+    image, labels = touching_cells((192, 192), seed=4)
+    data = TrainingData.from_arrays(image, labels, n_classes=3)
+    _, untrained = _run(train(data, _config(steps=1, lr=1e-12, preset="light"), net=None))
+    blank = untrained.trained().save(tmp_path / "blank.safetensors")  # finds no cells yet
+    starter = str(starter_model_path())
+
+    chosen, scores = choose_start([blank, starter], data, _config())
+    assert chosen == starter  # not merely the first
+    assert scores["starter.safetensors"] > scores["blank.safetensors"] + 0.3
+    without_hold_out = TrainingData.from_arrays(image, labels, n_classes=3, validation_fraction=0)
+    assert choose_start([blank, starter], without_hold_out, _config()) == (str(blank), {})
+
+    done = run_to_end(training_job(image, labels, _config(steps=2), start_from=[blank, starter]))
+    training = done.metadata["training"]
+    assert training["from"] == "starter.safetensors"
+    assert training["start_scores"] == scores  # the same hold-out, the same scores
+    assert training["start_iou"] == pytest.approx(scores["starter.safetensors"], abs=1e-4)
+    assert "Started from starter.safetensors" in done.note()
+
+
 def test_cli_train_writes_a_model_that_loads(tmp_path, capsys):
     from napari_unet._cli import main
 
@@ -253,9 +279,14 @@ def test_cli_train_writes_a_model_that_loads(tmp_path, capsys):
     net, meta = checkpoint.load(out)
     assert meta["training"]["steps_done"] == 3
     assert meta["architecture"]["base_channels"] == 16  # the light preset on CPU
-    assert meta["training"]["from"] == "starter.safetensors"  # gray: the starter by default
+    # gray nuclei-like cells: of the shipped starters, the nuclei one finds them best
+    assert meta["training"]["from"] == "starter.safetensors"
+    assert meta["training"]["start_scores"]["starter.safetensors"] == max(
+        meta["training"]["start_scores"].values()
+    )
     assert meta["validation"]["step"] in (0, 1, 2, 3)
-    assert "saved" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "saved" in err and "Started from starter.safetensors" in err
     # --preset asks for a new model
     new = tmp_path / "new.safetensors"
     assert main(["train", *args[:2], "-o", str(new), *args[4:], "--preset", "light"]) == 0

@@ -249,10 +249,24 @@ def test_starter_and_model_file_choices_fine_tune_that_model(viewer_with_cells, 
     assert training["from"] == "tuned.safetensors" and training["anchor"] == 5.0
 
 
+def test_the_default_choice_fine_tunes_the_starter_that_finds_the_cells(viewer_with_cells, qtbot):
+    from napari_unet.models import shipped_models
+
+    dock = _tiny_dock(viewer_with_cells, steps=1)
+    dock.model_combo.setCurrentText("best starter (auto)")
+    _click(qtbot, dock.start_button)
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
+    training = _session.current_model()[1]["training"]
+    scores = training["start_scores"]
+    assert set(scores) == {m.file for m in shipped_models()} and len(scores) == 2
+    assert training["from"] == max(scores, key=scores.get)  # synthetic nuclei: the nuclei one
+    assert f"Started from {training['from']}" in dock.status.text()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_with_a_gpu_the_paper_model_trains_on_cuda(viewer_with_cells, qtbot):
     dock = TrainDock(viewer_with_cells)
-    assert dock.model_combo.currentText() == "starter model"  # the default, GPU or not
+    assert dock.model_combo.currentText() == "best starter (auto)"  # the default, GPU or not
     dock.model_combo.setCurrentText("new paper-size model")
     dock.steps.setValue(2)
     dock.tile_size.setValue(188)

@@ -254,20 +254,29 @@ class Trained:
     def note(self) -> str:
         """What a person should know about which weights were kept, and why the model
         was (or was not) held near the one it started from."""
+        training = self.metadata.get("training", {})
+        scores = training.get("start_scores") or {}
+        chosen = (
+            f"Started from {training.get('from')}, the starter that found your cells best "
+            "(validation IoU before training: "
+            + ", ".join(f"{name} {iou:.2f}" for name, iou in scores.items())
+            + "). "
+            if len(scores) > 1
+            else ""
+        )
         if self.kept_start:
-            return (
+            return chosen + (
                 "No trained weights beat the model you started from on the held-out cells: "
                 "it is kept unchanged. Paint more cells (or correct its mistakes) and Resume."
             )
-        training = self.metadata.get("training", {})
         start_iou = training.get("start_iou")
         if start_iou is not None and start_iou < ANCHOR_MIN_IOU and not training.get("anchor"):
-            return (
+            return chosen + (
                 f"The model you started from found few of the annotated cells (validation "
                 f"IoU {start_iou:.2f} before training), so training was free to move far "
                 "from it."
             )
-        return ""
+        return chosen.strip()
 
 
 def weighted_cross_entropy(
@@ -377,6 +386,27 @@ def validate(
         region=(region.slice_index, *box),
         best=False,
     )
+
+
+def choose_start(
+    candidates: Sequence[str | Path], data: TrainingData, config: TrainConfig
+) -> tuple[str, dict[str, float]]:
+    """Of several model files (the shipped starters), the one that already finds the
+    annotated cells best: validation foreground IoU on the held-out annotations before any
+    step (what the anchor's release measures too), with its first layer spread over the
+    channels as training would. Returns (file, {file name: IoU}); without a hold-out, the
+    first candidate and no scores."""
+    if not candidates:
+        raise InputError("choose_start: no model files to choose from")
+    if data.validation is None or len(candidates) == 1:
+        return str(candidates[0]), {}
+    device = resolve_device(config.device)
+    scores = {}
+    for path in candidates:
+        net, _ = _initial_net(str(path), data, config)
+        scores[Path(path).name] = round(validate(net, data, device, 1, 0).iou, 4)
+    best = max(candidates, key=lambda p: scores[Path(p).name])  # the first on a tie
+    return str(best), scores
 
 
 def probability_loss(probs: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:
@@ -902,7 +932,10 @@ def training_job(
     large (`core.size`; the factor goes into the model's metadata).
 
     ``config``: a `TrainConfig` or its keyword arguments. ``start_from``: None (a new model
-    of ``config.preset``), a model file, or a UNet (copied: the caller's is not changed).
+    of ``config.preset``), a model file, a UNet (copied: the caller's is not changed), or a
+    list of model files of one kind (the shipped starters): the one that scores best on
+    the held-out annotations before training is fine-tuned (`choose_start`; the scores go
+    into the metadata as ``training.start_scores``).
     ``stop`` set: ends after the current step, keeping the best model. ``result`` (if
     given) is kept up to date, so a caller interrupted mid-step still has the best model.
     ``resume``: a `ResumeState` (``Trained.resume``) to continue, with ``start_from``
@@ -924,6 +957,9 @@ def training_job(
         config = replace(config, augment=training.augment)
     config.check()
     training = training or TrainingSettings(augment=config.augment)
+    candidates = list(start_from) if isinstance(start_from, (list, tuple)) else None
+    if candidates is not None:
+        start_from = candidates[0]  # the data's classes and channels: the same for all
     data = _training_data(
         image,
         labels,
@@ -943,6 +979,9 @@ def training_job(
         "channel_indices": None if channels is None else [int(c) for c in channels],
         "channel_names": None if channel_names is None else [str(n) for n in channel_names],
     }
+    start_scores = None
+    if candidates is not None:
+        start_from, start_scores = choose_start(candidates, data, config)
     if stop.is_set():
         return None
     if isinstance(start_from, torch.nn.Module):
@@ -954,4 +993,6 @@ def training_job(
         if stop.is_set():
             job.close()  # the core keeps the best model so far
             break
+    if start_scores is not None and result.metadata:
+        result.metadata["training"]["start_scores"] = start_scores
     return result.trained(stopped=stop.is_set())

@@ -1,17 +1,59 @@
-"""Model files shipped with the package: the starter model for offline fine-tuning.
+"""Model files shipped with the package: starter models for offline fine-tuning.
 
 `starter.safetensors` is a light 3-class U-Net (background / nucleus / border) trained
-on DSB2018 nuclei images (CC0) by ``benchmarks/make_starter_model.py``; its metadata
+on DSB2018 nuclei images (CC0) by ``benchmarks/make_starter_model.py``;
+`phase_starter.safetensors` the same kind of model trained on phase-contrast images of
+adherent cells (usiigaci, MIT) by ``benchmarks/make_phase_starter.py``. Their metadata
 ("starter") lists the training images and the scores on held-out images.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 STARTER_FILE = "starter.safetensors"
+PHASE_STARTER_FILE = "phase_starter.safetensors"
 
 
 def starter_model_path() -> Path:
-    """Path of the shipped starter model file (a napari-unet checkpoint)."""
+    """Path of the shipped nuclei starter model file (a napari-unet checkpoint)."""
     return Path(__file__).with_name(STARTER_FILE)
+
+
+def phase_starter_model_path() -> Path:
+    """Path of the shipped phase-contrast starter model file (a napari-unet checkpoint)."""
+    return Path(__file__).with_name(PHASE_STARTER_FILE)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A shipped model: ``key`` for `napari-unet train --from`, ``title`` in the docks."""
+
+    key: str
+    title: str
+    file: str
+    about: str
+
+    @property
+    def path(self) -> Path:
+        return Path(__file__).with_name(self.file)
+
+
+SHIPPED = (
+    Shipped(
+        "starter", "Starter model", STARTER_FILE, "nuclei (DSB2018 fluorescence, brightfield)"
+    ),
+    Shipped(
+        "phase", "Phase-contrast starter", PHASE_STARTER_FILE, "adherent cells in phase contrast"
+    ),
+)
+
+
+def shipped_models() -> list[Shipped]:
+    """The shipped models installed here (a trimmed install may lack a file)."""
+    return [model for model in SHIPPED if model.path.is_file()]
+
+
+def shipped_by_title(title: str) -> Shipped | None:
+    return next((m for m in SHIPPED if m.title.lower() == title.lower()), None)

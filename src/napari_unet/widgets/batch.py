@@ -95,14 +95,10 @@ class BatchPanel(QGroupBox):
         return self.output.text().strip() or str(Path(folder) / OUTPUT_FOLDER)
 
     def run(self) -> None:
-        from napari_unet.widgets.predict import SESSION, STARTER, _starter_path
+        from napari_unet.widgets.predict import SESSION, model_file_for
 
         source = self.dock.model_combo.currentText()
-        path = (
-            str(_starter_path() or "")
-            if source == STARTER
-            else self.dock.model_path.text().strip()
-        )
+        path = model_file_for(source, self.dock.model_path.text())
         self._results = []
         self._cancelled = False
         self.run_button.setEnabled(False)

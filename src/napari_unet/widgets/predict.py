@@ -8,7 +8,6 @@ foreground" as each slice finishes. The user's layers are never written.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +42,7 @@ from napari_unet.widgets._layers import (
 )
 from napari_unet.widgets.batch import BatchPanel
 
-SESSION, STARTER, FILE = "Model trained in this session", "Starter model", "Model file…"
+SESSION, FILE = "Model trained in this session", "Model file…"
 CURRENT, ALL = "Current slice", "All slices"
 LABELS_SUFFIX, FOREGROUND_SUFFIX = " U-Net labels", " U-Net foreground"
 
@@ -56,11 +55,21 @@ def foreground_name(image_name: str) -> str:
     return f"{image_name}{FOREGROUND_SUFFIX}"
 
 
-def _starter_path() -> Path | None:
-    from napari_unet.models import starter_model_path
+def model_sources() -> list[str]:
+    """The model choices of the Predict, Review and Batch docks: this session's model
+    (once there is one), the shipped models installed, a file."""
+    from napari_unet.models import shipped_models
 
-    path = starter_model_path()
-    return path if path.is_file() else None
+    session = [SESSION] if _session.current_model() is not None else []
+    return [*session, *(m.title for m in shipped_models()), FILE]
+
+
+def model_file_for(source: str, typed: str) -> str:
+    """The file behind a model choice: a shipped model's, else what was typed."""
+    from napari_unet.models import shipped_by_title
+
+    shipped = shipped_by_title(source)
+    return str(shipped.path) if shipped is not None else typed.strip()
 
 
 PREDICTION_JOB = core_job("napari_unet.core.predict:prediction_job")
@@ -162,16 +171,14 @@ class PredictDock(Dock):
 
     def _refresh_models(self) -> None:
         current = self.model_combo.currentText()
-        sources = ([SESSION] if _session.current_model() is not None else []) + (
-            [STARTER] if _starter_path() is not None else []
-        )
+        sources = model_sources()
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        self.model_combo.addItems([*sources, FILE])
+        self.model_combo.addItems(sources)
         # A freshly published model is what people want next; otherwise keep their choice.
         if SESSION in sources:
             self.model_combo.setCurrentText(SESSION)
-        elif current in (*sources, FILE):
+        elif current in sources:
             self.model_combo.setCurrentText(current)
         self.model_combo.blockSignals(False)
         self._model_source_changed(self.model_combo.currentText())
@@ -220,7 +227,7 @@ class PredictDock(Dock):
         """Start predicting the chosen image (or its current slice) in a worker thread."""
         layer = self.image_picker.value
         source = self.model_combo.currentText()
-        path = str(_starter_path() or "") if source == STARTER else self.model_path.text().strip()
+        path = model_file_for(source, self.model_path.text())
         try:  # cheap checks (file header, shapes) here, so mistakes never reach the worker
             if layer is None:
                 raise InputError("Pick an image layer first.")

@@ -38,7 +38,14 @@ from napari_unet.widgets._jobs import report_error
 from napari_unet.widgets._layers import RESULT, kind_of, layer_named, set_layer
 from napari_unet.widgets._layers import pixel_shape as labels_shape_for
 from napari_unet.widgets.annotate import REGIONS_LAYER
-from napari_unet.widgets.predict import FILE, PREDICTION_JOB, SESSION, STARTER, labels_name
+from napari_unet.widgets.predict import (
+    FILE,
+    PREDICTION_JOB,
+    SESSION,
+    labels_name,
+    model_file_for,
+    model_sources,
+)
 
 UNCERTAINTY_SUFFIX = " U-Net uncertainty"
 CUT_LAYER = "review cut line"
@@ -161,12 +168,7 @@ class ReviewDock(Dock):
         image = self.image_combo.currentText()
         if f"{image} annotations" in labels and not self.annotations_combo.currentText():
             self.annotations_combo.setCurrentText(f"{image} annotations")
-        from napari_unet.models import starter_model_path
-
-        sources = ([SESSION] if _session.current_model() is not None else []) + (
-            [STARTER] if starter_model_path().is_file() else []
-        )
-        fill_combo(self.model_combo, [*sources, FILE])
+        fill_combo(self.model_combo, model_sources())
         self.model_path.setEnabled(self.model_combo.currentText() == FILE)
 
     def _image(self):
@@ -196,14 +198,13 @@ class ReviewDock(Dock):
         """Predict with confidence in a worker thread; fills the table when done."""
         from napari_unet.core.confidence import reference_from
         from napari_unet.core.predict import PredictConfig
-        from napari_unet.models import starter_model_path
 
         image_layer = self._image()
         if image_layer is None:
             report_error(InputError("Pick an image layer first."))
             return
         source = self.model_combo.currentText()
-        path = str(starter_model_path()) if source == STARTER else self.model_path.text().strip()
+        path = model_file_for(source, self.model_path.text())
         if source == SESSION:
             model = _session.current_model()
             if model is None:

@@ -50,7 +50,8 @@ from napari_unet.widgets._jobs import JobSlot, report_error
 from napari_unet.widgets._layers import grid_problem, kind_of, plane_index, set_layer
 from napari_unet.widgets.annotate import REGIONS_LAYER, background_layer_for
 
-STARTER, FILE = "starter", "file"
+STARTER, PHASE_STARTER, FILE = "starter", "phase", "file"  # `models.Shipped` keys
+BEST_STARTER = "auto"  # the shipped starter that finds the annotated cells best
 UNPAINTED = {  # choice shown -> `TrainingSettings.unpainted`
     "auto": "auto",
     "ignored (a few painted cells)": "ignore",
@@ -66,7 +67,9 @@ def new_model_choice(preset: str) -> str:
 
 MODELS = {  # model choice shown -> what training starts from
     **{new_model_choice(preset): preset for preset in MODEL_PRESETS},
+    "best starter (auto)": BEST_STARTER,
     "starter model": STARTER,
+    "phase-contrast starter model": PHASE_STARTER,
     "model file": FILE,
 }
 NO_REGIONS = "(none: whole annotated slices)"
@@ -160,13 +163,16 @@ class TrainDock(Dock):
         self.remove_pair_button = QPushButton("Remove")
         self.model_combo = QComboBox()
         self.model_combo.addItems(list(MODELS))
-        # fine-tuning the nuclei starter beats a new model in minutes on real images
-        # (README "Accuracy on real images"); colour: its first layer is spread over the
-        # channels (`model.spread_input_channels`)
-        self.model_combo.setCurrentText("starter model")
+        # fine-tuning a starter beats a new model in minutes on real images (README
+        # "Accuracy on real images"); auto: the shipped one that finds the annotated cells
+        # best (`train.choose_start`); colour: its first layer is spread over the channels
+        self.model_combo.setCurrentText("best starter (auto)")
         self.model_combo.setToolTip(
             "; ".join(f"{PRESET_TITLES[p]}: {PRESET_HELP[p]}" for p in MODEL_PRESETS)
+            + "; best starter: of the shipped starters, the one that already finds your "
+            "annotated cells best (scored before training)"
             + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on DSB2018 nuclei; "
+            "phase-contrast starter: the same, on phase-contrast cells (usiigaci); "
             "model file: continue from a saved model"
         )
         self.model_file = QLineEdit()
@@ -406,7 +412,7 @@ class TrainDock(Dock):
     def _restore_settings(self) -> None:
         """Fine-tuning a saved model: its loss and augmentation settings become the
         viewer's (the preview docks follow). The file is read off the GUI thread."""
-        if MODELS.get(self.model_combo.currentText()) not in (STARTER, FILE):
+        if MODELS.get(self.model_combo.currentText()) in (*MODEL_PRESETS, BEST_STARTER):
             return
         try:
             _, path = self._start_from()
@@ -490,19 +496,29 @@ class TrainDock(Dock):
         }
 
     def _start_from(self) -> tuple[str | None, Any]:
-        """(preset for a new model, what to start from: None or a model file).
+        """(preset for a new model, what to start from: None, a model file, or the
+        shipped starters' files to choose from).
 
         A model file brings its own architecture: no preset then.
         """
         choice = MODELS[self.model_combo.currentText()]
         if choice in MODEL_PRESETS:
             return choice, None
-        if choice == STARTER:
-            from napari_unet.models import starter_model_path
+        if choice == BEST_STARTER:
+            from napari_unet.models import shipped_models
 
-            path = starter_model_path()
+            paths = [str(m.path) for m in shipped_models()]
+            if not paths:
+                raise InputError("No starter model is installed; pick a new model or a file")
+            return None, paths
+        if choice in (STARTER, PHASE_STARTER):
+            from napari_unet.models import SHIPPED
+
+            path = next(m.path for m in SHIPPED if m.key == choice)
             if not path.is_file():
-                raise InputError(f"The starter model is missing from this install ({path})")
+                raise InputError(
+                    f"The {choice} starter model is missing from this install ({path})"
+                )
             return None, str(path)
         text = self.model_file.text().strip()
         if not text:
