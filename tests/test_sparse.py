@@ -97,6 +97,48 @@ def test_unpainted_cells_that_look_like_the_painted_ones_are_not_background():
     assert not (data.weights[0][45:55, 45:55] > 0).any()  # unpainted far nuclei: ignored
 
 
+def test_where_intensity_cannot_tell_a_model_hint_keeps_neighbours_out_of_the_band():
+    """Phase-contrast-like: cells and background have the same intensity, so without a
+    hint the painted cell's band covers its touching unpainted neighbour (taught as
+    background); a start model's hint of where cells are keeps it out, except the ring
+    right outside the painted cell (its outline's gap)."""
+    image = np.random.default_rng(0).normal(0, 0.05, (64, 64)).astype(np.float32)
+    painted = np.zeros((64, 64), np.uint16)
+    painted[20:30, 20:30] = 1
+    painted[45:55, 5:15] = 2
+    hint = np.zeros((64, 64), bool)
+    hint[20:30, 20:40] = True  # the painted cell and its unpainted neighbour to the right
+    hint[45:55, 5:15] = True
+    plain = TrainingData.from_arrays(image, painted, validation_fraction=0, unpainted="ignore")
+    hinted = TrainingData.from_arrays(
+        image, painted, validation_fraction=0, unpainted="ignore", cell_hint=hint
+    )
+    # the neighbour's pixels inside the band (6 px here) but beyond the 1.5-px ring
+    neighbour = (slice(20, 30), slice(32, 30 + band_px(painted)))
+    assert (plain.weights[0][neighbour] > 0).all()  # without the hint: "background"
+    assert not (hinted.weights[0][neighbour] > 0).any()  # with it: ignored
+    assert (hinted.weights[0][20:30, 30] > 0).all()  # the gap right outside: still taught
+    assert (hinted.weights[0][20:30, 20 - band_px(painted) : 20] > 0).all()  # plain background
+    assert np.array_equal(hinted.targets, plain.targets)  # only what is used changes
+
+
+def test_the_hint_is_where_the_start_model_sees_cells_and_only_if_it_sees_the_painted():
+    import torch
+
+    from _threshold_model import threshold_unet
+    from napari_unet.core.train import cell_hint
+
+    image = np.zeros((64, 64), np.float32)
+    image[10:20, 10:20] = image[10:20, 40:50] = 1.0  # two bright cells, one painted
+    painted = np.zeros((64, 64), np.uint16)
+    painted[10:20, 10:20] = 1
+    net = threshold_unet()  # foreground = normalised intensity > 0.5
+    hint = cell_hint(net, image, painted, 1, 1.0, torch.device("cpu"))
+    assert np.array_equal(hint, image > 0.5)  # both cells, painted or not
+    # a model that misses the painted cell gives no hint at all (it would mislead)
+    assert cell_hint(net, 1.0 - image, painted, 1, 1.0, torch.device("cpu")) is None
+
+
 def test_complete_annotation_boxes_and_the_toggle_keep_unpainted_as_background():
     image, truth = touching_cells((96, 96), seed=4)
     assert np.count_nonzero(truth) / truth.size > SPARSE_MAX_COVERAGE

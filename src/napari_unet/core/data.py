@@ -137,6 +137,7 @@ class TrainingData:
         unpainted: str = "auto",
         weight_settings: WeightSettings | None = None,
         scale: float | None = 1.0,
+        cell_hint: np.ndarray | None = None,
     ) -> TrainingData:
         """Build from an image (Y, X) / stack (Z, Y, X) and instance labels of the same shape.
 
@@ -147,7 +148,10 @@ class TrainingData:
         `informative_region`). ``weight_settings``: the loss weight map's parameters.
         ``scale``: resize factor applied to image, labels and boxes before
         anything else (``None``: chosen from the cell size, see `size.scale_for`); it is
-        recorded in ``normalisation`` and prediction applies it too.
+        recorded in ``normalisation`` and prediction applies it too. ``cell_hint``: where
+        a model already sees cells (bool, the labels' shape): on sparse slices where
+        intensity cannot tell cells from background, these pixels are left out of the
+        background band around the painted cells (see `informative_region`).
         """
         if n_classes not in (2, 3):
             raise InputError(
@@ -172,6 +176,9 @@ class TrainingData:
                 )
                 background = size.resize(strokes.astype(np.uint8), shape, labels=True)
             regions = [_scaled_box(_as_box(b, label_stack.shape[0]), scale) for b in regions or []]
+            if cell_hint is not None:
+                hint = np.asarray(cell_hint).reshape(-1, *np.shape(cell_hint)[-2:])
+                cell_hint = size.resize(hint.astype(np.uint8), shape, labels=True) > 0
         if min(label_stack.shape[-2:]) < MIN_SIZE_PX:
             raise InputError(
                 f"image: {label_stack.shape[-2:]} pixels is too small to train on "
@@ -198,8 +205,12 @@ class TrainingData:
         used = used[list(indices)]
         strokes = strokes[list(indices)]
         boxed = _boxed_slices(boxes, indices)
+        hint = None
+        if cell_hint is not None:
+            hint = np.asarray(cell_hint, dtype=bool).reshape(-1, *label_stack.shape[-2:])
+            hint = hint[list(indices)]
         used, centres, touching, use = informative_region(
-            annotated, used, strokes, boxed, unpainted, images=images.mean(axis=1)
+            annotated, used, strokes, boxed, unpainted, images=images.mean(axis=1), cell_hint=hint
         )
         ws = weight_settings or WeightSettings()
         ws.check()
@@ -259,6 +270,7 @@ class TrainingData:
         background: np.ndarray | None = None,
         unpainted: str = "auto",
         weight_settings: WeightSettings | None = None,
+        cell_hint: np.ndarray | None = None,
     ) -> TrainingData:
         """Several image/labels pairs (2D or stacks, any sizes), each normalised on its own.
 
@@ -268,14 +280,16 @@ class TrainingData:
         The hold-out follows `from_arrays`' rule on the combined slices. ``scale``
         (``None``: from the typical cell diameter over all pairs) applies to every pair.
         A pair may carry a third item: its training boxes (``regions`` of `from_arrays`).
-        ``background`` strokes belong to the first pair; ``unpainted`` and
-        ``weight_settings`` apply to every pair (see `from_arrays`).
+        ``background`` strokes and ``cell_hint`` belong to the first pair; ``unpainted``
+        and ``weight_settings`` apply to every pair (see `from_arrays`).
         """
         known = [d for p in pairs if (d := size.typical_diameter(np.asarray(p[1])))]
         diameter = float(np.median(known)) if known else None  # median of the images'
         scale = size.scale_for(diameter) if scale is None else float(scale)
 
-        def build(pair: tuple, fraction: float, strokes: np.ndarray | None) -> TrainingData:
+        def build(
+            pair: tuple, fraction: float, strokes: np.ndarray | None, hint: np.ndarray | None
+        ) -> TrainingData:
             image, labels, *regions = pair
             return cls.from_arrays(
                 image,
@@ -289,17 +303,19 @@ class TrainingData:
                 background=strokes,
                 unpainted=unpainted,
                 weight_settings=weight_settings,
+                cell_hint=hint,
             )
 
         if len(pairs) == 1:
-            return build(pairs[0], validation_fraction, background)
+            return build(pairs[0], validation_fraction, background, cell_hint)
         if not pairs:
             raise InputError("no image/labels pairs to train on")
         parts, offset, indices = [], 0, []
         for number, pair in enumerate(pairs, start=1):
             labels = pair[1]
             try:
-                part = build(pair, 0, background if number == 1 else None)
+                first = number == 1
+                part = build(pair, 0, background if first else None, cell_hint if first else None)
             except InputError as error:
                 if "nothing is annotated" in str(error):
                     continue  # an empty pair adds nothing; all empty is caught below
@@ -480,6 +496,7 @@ def informative_region(
     boxed: np.ndarray,
     unpainted: str = "auto",
     images: np.ndarray | None = None,
+    cell_hint: np.ndarray | None = None,
 ) -> Informative:
     """Where the annotation teaches something, per slice of (N, Y, X) ``labels``.
 
@@ -489,7 +506,11 @@ def informative_region(
     slice the used pixels are the painted cells, a band of ``band_px`` around them (minus
     pixels that look like the painted cells, when ``images`` tells), the background
     strokes and, when intensity separates cells from background, clear background far
-    from anything cell-like (`_clear_background`); elsewhere ``used`` is kept (whole slice or boxes). Returns the new mask,
+    from anything cell-like (`_clear_background`); elsewhere ``used`` is kept (whole slice or boxes).
+    Where intensity cannot tell (phase contrast), ``cell_hint`` (N, Y, X bool: where a
+    model already sees cells) marks the cell-like pixels instead: touching unpainted
+    cells then stay out of the band (otherwise taught, and scored, as background).
+    Returns the new mask,
     where tiles may be centred (on sparse slices: cells, band and strokes only) and an
     `AnnotationUse` with warnings when the annotation cannot teach much.
     """
@@ -510,6 +531,9 @@ def informative_region(
         near = ndi.distance_transform_edt(~cells) <= width if cells.any() else cells
         band = near & ~cells
         cell_like = None if images is None else _cell_like(images[i], cells, band)
+        hinted = cell_like is None and cell_hint is not None
+        if hinted:
+            cell_like = cell_hint[i] | cells
         if unpainted == "auto":
             if cell_like is None:  # intensity says nothing: judge by the painted area
                 is_sparse = np.count_nonzero(cells) < SPARSE_MAX_COVERAGE * cells.size
@@ -526,7 +550,7 @@ def informative_region(
             ring = band & (ndi.distance_transform_edt(~cells) <= RING_PX)
             touching[i] = ring & cell_like
             band &= ~cell_like | ring
-            if AUTO_BACKGROUND:
+            if AUTO_BACKGROUND and not hinted:  # its intensity test needs the contrast
                 used[i] |= _clear_background(images[i], cells, band, cell_like, width)
         used[i] |= band
         centres[i] = cells | band | strokes[i]

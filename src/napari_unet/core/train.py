@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from napari_unet.core import axes as axes_
-from napari_unet.core import checkpoint, metrics, postprocess, tiling
+from napari_unet.core import checkpoint, metrics, postprocess, size, tiling
 from napari_unet.core.annotations import Box
 from napari_unet.core.augment import AugmentConfig, augment
 from napari_unet.core.data import TileSampler, TrainingData
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
-from napari_unet.core.io import InputError, as_labels
+from napari_unet.core.io import InputError, as_image, as_labels
 from napari_unet.core.model import UNet, check_preset, spread_input_channels
 from napari_unet.core.presets import (
     ADAMW,
@@ -53,6 +53,10 @@ WARMUP_FRACTION = 0.05  # linear warm-up, then cosine decay to FINAL_LR_FRACTION
 FINAL_LR_FRACTION = 0.02
 PROBABILITY_FLOOR = 1e-7  # log(0) guard when a loss is computed from probabilities
 VALIDATION_TILE_PX = 348  # input tile side when predicting the hold-out (few, large tiles)
+# Sparse painting where intensity cannot tell cells from background (phase contrast): the
+# start model's view of where cells are keeps touching unpainted cells out of the
+# background band, if it sees at least this share of the painted pixels (`cell_hint`)
+HINT_MIN_RECALL = 0.5
 # Validate at least this often (seconds), so a short run shows a curve and Stop has a
 # recent score; never spending more than MAX_VALIDATION_SHARE of the time on it.
 VALIDATE_EVERY_S = 5.0
@@ -407,6 +411,34 @@ def choose_start(
         scores[Path(path).name] = round(validate(net, data, device, 1, 0).iou, 4)
     best = max(candidates, key=lambda p: scores[Path(p).name])  # the first on a tie
     return str(best), scores
+
+
+def cell_hint(
+    net: UNet, image: np.ndarray, labels: np.ndarray, channels: int, scale: float, device: Any
+) -> np.ndarray | None:
+    """Where ``net`` already sees cells (cell or border class) on the annotated slices of
+    ``image`` (N, [C,] Y, X), normalised and resized as training does: a bool array of the
+    ``labels``' shape. None when it misses most painted pixels (``HINT_MIN_RECALL``): a
+    model that does not know these cells would only mislead."""
+    from napari_unet.core.normalize import PERCENTILES, intensity_range, normalize
+
+    stack = as_image(image, "image", channels=channels)  # (N, C, Y, X)
+    label_stack = np.asarray(labels).reshape(-1, *np.shape(labels)[-2:])
+    ranges = [intensity_range(stack[:, c], PERCENTILES) for c in range(stack.shape[1])]
+    hint = np.zeros(label_stack.shape, dtype=bool)
+    for n in np.flatnonzero(label_stack.reshape(len(label_stack), -1).any(axis=1)):
+        x = np.stack([normalize(stack[n, c], value_range=r) for c, r in enumerate(ranges)])
+        if scale != 1.0:
+            x = size.resize(x, size.scaled_shape(x.shape, scale))
+        probs = tiling.predict_tiled(net, x, VALIDATION_TILE_PX, 1, device)
+        cells = 1.0 - probs[0]
+        if scale != 1.0:
+            cells = size.resize(cells, label_stack.shape[-2:])
+        hint[n] = cells > 0.5
+    painted = label_stack > 0
+    if not painted.any() or hint[painted].mean() < HINT_MIN_RECALL:
+        return None
+    return hint.reshape(np.shape(labels))
 
 
 def probability_loss(probs: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:
@@ -973,7 +1005,7 @@ def training_job(
         unpainted=training.unpainted,
         weight_settings=training.weights,
     )
-    data.input = {
+    data.input = input_ = {
         "axes": axes_.parse(axes, np.shape(image), _channels_of(start_from)).order,
         "channels": data.in_channels,
         "channel_indices": None if channels is None else [int(c) for c in channels],
@@ -982,6 +1014,35 @@ def training_job(
     start_scores = None
     if candidates is not None:
         start_from, start_scores = choose_start(candidates, data, config)
+    if start_from is not None and resume is None and data.use and data.use.sparse_slices:
+        found = axes_.parse(axes, np.shape(image), _channels_of(start_from))
+        first, first_labels, n_channels, _ = _slices(image, labels, found, channels)
+        start_net = _initial_net(
+            copy.deepcopy(start_from) if isinstance(start_from, UNet) else start_from,
+            data,
+            config,
+        )[0]
+        scale = float(data.normalisation.get("scale") or 1.0)
+        device = resolve_device(config.device)
+        hint = cell_hint(start_net, first, first_labels, n_channels, scale, device)
+        if hint is not None:  # the data again, the band now sparing the cells it sees
+            data = _training_data(
+                image,
+                labels,
+                regions,
+                axes,
+                channels,
+                start_from,
+                extra_pairs=extra_pairs,
+                n_classes=n_classes,
+                background=background,
+                unpainted=training.unpainted,
+                weight_settings=training.weights,
+                cell_hint=hint,
+            )
+            data.input = input_
+            if candidates is not None:  # scored again on the hold-out as it is now
+                start_scores = choose_start(candidates, data, config)[1]
     if stop.is_set():
         return None
     if isinstance(start_from, torch.nn.Module):
