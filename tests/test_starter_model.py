@@ -35,13 +35,17 @@ def nuclei_crop() -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def test_starter_model_is_a_small_light_nuclei_model_with_its_record():
-    path = starter_model_path()
+def small_light_starter_metadata(path: Path) -> dict:
+    """A shipped starter is a few MB, the light preset with 3 classes: its metadata."""
     assert path.stat().st_size < 4e6
     net, metadata = checkpoint.load(path)
     assert all(net.config[k] == v for k, v in MODEL_PRESETS["light"].items())
     assert net.n_classes == 3
-    record = metadata["starter"]
+    return metadata
+
+
+def test_starter_model_is_a_small_light_nuclei_model_with_its_record():
+    record = small_light_starter_metadata(starter_model_path())["starter"]
     assert len(record["training_ids"]) > 300 and CROP_ID not in record["training_ids"]
     assert record["scores_held_out"]["images"] >= 30
     assert 0.0 < record["scores_held_out"]["ap50"] <= 1.0

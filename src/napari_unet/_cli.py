@@ -492,8 +492,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"saved {output}: best at step {trained.best_step} of {trained.steps_done}{stop}{iou}",
         file=sys.stderr,
     )
-    if trained.note():
-        print(trained.note(), file=sys.stderr)
+    note = trained.note()
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 

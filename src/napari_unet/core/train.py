@@ -992,25 +992,31 @@ def training_job(
     candidates = list(start_from) if isinstance(start_from, (list, tuple)) else None
     if candidates is not None:
         start_from = candidates[0]  # the data's classes and channels: the same for all
-    data = _training_data(
-        image,
-        labels,
-        regions,
-        axes,
-        channels,
-        start_from,
-        extra_pairs=extra_pairs,
-        n_classes=n_classes,
-        background=background,
-        unpainted=training.unpainted,
-        weight_settings=training.weights,
-    )
-    data.input = input_ = {
-        "axes": axes_.parse(axes, np.shape(image), _channels_of(start_from)).order,
-        "channels": data.in_channels,
-        "channel_indices": None if channels is None else [int(c) for c in channels],
-        "channel_names": None if channel_names is None else [str(n) for n in channel_names],
-    }
+
+    def build(hint: np.ndarray | None = None) -> TrainingData:
+        built = _training_data(
+            image,
+            labels,
+            regions,
+            axes,
+            channels,
+            start_from,
+            extra_pairs=extra_pairs,
+            n_classes=n_classes,
+            background=background,
+            unpainted=training.unpainted,
+            weight_settings=training.weights,
+            cell_hint=hint,
+        )
+        built.input = {
+            "axes": axes_.parse(axes, np.shape(image), _channels_of(start_from)).order,
+            "channels": built.in_channels,
+            "channel_indices": None if channels is None else [int(c) for c in channels],
+            "channel_names": None if channel_names is None else [str(n) for n in channel_names],
+        }
+        return built
+
+    data = build()
     start_scores = None
     if candidates is not None:
         start_from, start_scores = choose_start(candidates, data, config)
@@ -1026,21 +1032,7 @@ def training_job(
         device = resolve_device(config.device)
         hint = cell_hint(start_net, first, first_labels, n_channels, scale, device)
         if hint is not None:  # the data again, the band now sparing the cells it sees
-            data = _training_data(
-                image,
-                labels,
-                regions,
-                axes,
-                channels,
-                start_from,
-                extra_pairs=extra_pairs,
-                n_classes=n_classes,
-                background=background,
-                unpainted=training.unpainted,
-                weight_settings=training.weights,
-                cell_hint=hint,
-            )
-            data.input = input_
+            data = build(hint)
             if candidates is not None:  # scored again on the hold-out as it is now
                 start_scores = choose_start(candidates, data, config)[1]
     if stop.is_set():

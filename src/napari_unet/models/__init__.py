@@ -33,7 +33,6 @@ class Shipped:
     key: str
     title: str
     file: str
-    about: str
 
     @property
     def path(self) -> Path:
@@ -41,12 +40,8 @@ class Shipped:
 
 
 SHIPPED = (
-    Shipped(
-        "starter", "Starter model", STARTER_FILE, "nuclei (DSB2018 fluorescence, brightfield)"
-    ),
-    Shipped(
-        "phase", "Phase-contrast starter", PHASE_STARTER_FILE, "adherent cells in phase contrast"
-    ),
+    Shipped("starter", "Starter model", STARTER_FILE),
+    Shipped("phase", "Phase-contrast starter", PHASE_STARTER_FILE),
 )
 
 
