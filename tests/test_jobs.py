@@ -136,6 +136,27 @@ def test_setting_stop_ends_the_job_after_the_current_step_with_the_best_model():
     assert trained.metadata["training"]["stopped_early"]
 
 
+def test_stop_during_preparation_ends_before_the_starters_are_scored(monkeypatch):
+    """Scoring each shipped starter and the sparse-painting hint take seconds before the
+    first step; Stop pressed then ends the job there, with nothing trained."""
+    import threading
+
+    from napari_unet.models import phase_starter_model_path, starter_model_path
+
+    def never(*args, **kwargs):
+        raise AssertionError("the starters were scored after Stop")
+
+    monkeypatch.setattr(core_train, "choose_start", never)
+    image, labels = touching_cells((SIDE_PX, SIDE_PX), seed=5)
+    stop = threading.Event()
+    stop.set()
+    starters = [str(starter_model_path()), str(phase_starter_model_path())]
+    job = core_train.training_job(image, labels, TINY_RUN, start_from=starters, stop=stop)
+    seen = []
+    assert run_to_end(job, seen.append) is None
+    assert seen == []
+
+
 def test_the_cli_and_the_train_dock_offer_the_preset_tables(make_napari_viewer):
     import argparse
 

@@ -1018,6 +1018,8 @@ def training_job(
 
     data = build()
     start_scores = None
+    if stop.is_set():  # each stage before the first step can take seconds: Stop between them
+        return None
     if candidates is not None:
         start_from, start_scores = choose_start(candidates, data, config)
     if start_from is not None and resume is None and data.use and data.use.sparse_slices:
@@ -1030,8 +1032,14 @@ def training_job(
         )[0]
         scale = float(data.normalisation.get("scale") or 1.0)
         device = resolve_device(config.device)
-        hint = cell_hint(start_net, first, first_labels, n_channels, scale, device)
-        if hint is not None:  # the data again, the band now sparing the cells it sees
+        hint = (
+            None
+            if stop.is_set()
+            else cell_hint(start_net, first, first_labels, n_channels, scale, device)
+        )
+        if (
+            hint is not None and not stop.is_set()
+        ):  # the data again, the band now sparing the cells it sees
             data = build(hint)
             if candidates is not None:  # scored again on the hold-out as it is now
                 start_scores = choose_start(candidates, data, config)[1]
