@@ -552,7 +552,8 @@ class ReviewDock(Dock):
         self._add_boxes(layer, boxes, data.ndim)
         self.viewer.layers.selection.active = annotations
         self.status.setText(
-            f"{len(boxes)} boxes added to {REGIONS_LAYER!r}: annotate every cell inside them "
-            "(inside a training region unlabelled pixels count as background), then Resume."
+            f"{len(boxes)} boxes added to {REGIONS_LAYER!r}: annotate every cell reaching "
+            "into them, whole (a cell cut at the box edge would teach a false outline; "
+            "inside a training region unlabelled pixels count as background), then Resume."
         )
         return boxes
