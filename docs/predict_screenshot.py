@@ -18,8 +18,10 @@ from qtpy.QtWidgets import QApplication
 from napari_unet._sample_data import cells_2d
 from napari_unet.core import checkpoint
 from napari_unet.core.metrics import average_precision
-from napari_unet.models import starter_model_path
-from napari_unet.widgets.predict import FILE, STARTER, PredictDock
+from napari_unet.models import SHIPPED, starter_model_path
+from napari_unet.widgets.predict import FILE, PredictDock
+
+STARTER = SHIPPED[0].title  # the nuclei starter
 
 OUT = Path(__file__).with_name("images") / "predict.png"
 

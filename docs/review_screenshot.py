@@ -14,7 +14,10 @@ import napari
 import tifffile
 from qtpy.QtWidgets import QApplication
 
-from napari_unet.widgets.review import STARTER, ReviewDock
+from napari_unet.models import SHIPPED
+from napari_unet.widgets.review import ReviewDock
+
+STARTER = SHIPPED[0].title  # the nuclei starter
 
 OUT = Path(__file__).with_name("images") / "review.png"
 DEFAULT = "/work/shared/data/real/dsb2018/images/4c465a54e329ec7b.tif"

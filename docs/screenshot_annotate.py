@@ -6,8 +6,8 @@ Run under a virtual display: `xvfb-run -a .venv/bin/python docs/screenshot_annot
 from __future__ import annotations
 
 import napari
-from qtpy.QtWidgets import QApplication
 import numpy as np
+from qtpy.QtWidgets import QApplication
 
 from napari_unet.widgets.annotate import AnnotateDock
 
