@@ -41,12 +41,12 @@ test: system-deps $(VENV)/.installed-testing
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-testing
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
 
 format: $(VENV)/.installed-testing
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks docs
+	$(BIN)/ruff check --fix src tests benchmarks docs
 
 benchmarks: $(VENV)/.installed-testing
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
