@@ -22,7 +22,7 @@ from napari_unet.core import size
 from napari_unet.core import weights as weight_maps
 from napari_unet.core.annotations import Box, count_strokes
 from napari_unet.core.io import InputError, as_image, as_labels, check_same_shape
-from napari_unet.core.normalize import PERCENTILES, intensity_range, normalize
+from napari_unet.core.normalize import PERCENTILES, normalize_stack
 from napari_unet.core.settings import UNPAINTED, WeightSettings
 
 VALIDATION_FRACTION = 0.2  # share of a single annotated slice held out (bottom band)
@@ -193,14 +193,7 @@ class TrainingData:
                 + (" inside the training boxes)" if boxes else ")")
                 + "; paint a few cells first"
             )
-        value_ranges = [intensity_range(stack[:, c], percentiles) for c in range(stack.shape[1])]
-        images = np.stack(
-            [
-                normalize(stack[list(indices), c], value_range=r)
-                for c, r in enumerate(value_ranges)
-            ],
-            axis=1,
-        )
+        images, value_ranges = normalize_stack(stack, list(indices), percentiles)
         annotated = np.ascontiguousarray(label_stack[list(indices)])
         used = used[list(indices)]
         strokes = strokes[list(indices)]
@@ -720,7 +713,7 @@ def describe_use(
     if not indices:
         return AnnotationUse(0, 0, 0.0, (), 0, ("nothing is annotated yet",))
     stack = as_image(image, "image", channels=channels)[list(indices)]
-    plain = np.stack([normalize(stack[:, c]) for c in range(stack.shape[1])], axis=1)
+    plain = normalize_stack(stack)[0]
     return informative_region(
         label_stack[list(indices)],
         used[list(indices)],

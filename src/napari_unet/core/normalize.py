@@ -33,3 +33,19 @@ def normalize(
     """
     lo, hi = value_range if value_range is not None else intensity_range(image, percentiles)
     return ((np.asarray(image, dtype=np.float32) - lo) / (hi - lo)).astype(np.float32)
+
+
+def normalize_stack(
+    stack: np.ndarray,
+    slices: list[int] | None = None,
+    percentiles: tuple[float, float] = PERCENTILES,
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """(N, C, Y, X) -> (float32 ``slices`` of it (None: all), each channel's range): every
+    channel by its percentiles over the whole stack, so the slices keep their brightness
+    relative to each other."""
+    ranges = [intensity_range(stack[:, c], percentiles) for c in range(stack.shape[1])]
+    chosen = slice(None) if slices is None else list(slices)
+    images = np.stack(
+        [normalize(stack[chosen, c], value_range=r) for c, r in enumerate(ranges)], axis=1
+    )
+    return images, ranges

@@ -420,14 +420,13 @@ def cell_hint(
     ``image`` (N, [C,] Y, X), normalised and resized as training does: a bool array of the
     ``labels``' shape. None when it misses most painted pixels (``HINT_MIN_RECALL``): a
     model that does not know these cells would only mislead."""
-    from napari_unet.core.normalize import PERCENTILES, intensity_range, normalize
+    from napari_unet.core.normalize import normalize_stack
 
     stack = as_image(image, "image", channels=channels)  # (N, C, Y, X)
     label_stack = np.asarray(labels).reshape(-1, *np.shape(labels)[-2:])
-    ranges = [intensity_range(stack[:, c], PERCENTILES) for c in range(stack.shape[1])]
+    annotated = np.flatnonzero(label_stack.reshape(len(label_stack), -1).any(axis=1)).tolist()
     hint = np.zeros(label_stack.shape, dtype=bool)
-    for n in np.flatnonzero(label_stack.reshape(len(label_stack), -1).any(axis=1)):
-        x = np.stack([normalize(stack[n, c], value_range=r) for c, r in enumerate(ranges)])
+    for n, x in zip(annotated, normalize_stack(stack, annotated)[0], strict=True):
         if scale != 1.0:
             x = size.resize(x, size.scaled_shape(x.shape, scale))
         probs = tiling.predict_tiled(net, x, VALIDATION_TILE_PX, 1, device)
@@ -1032,15 +1031,11 @@ def training_job(
         )[0]
         scale = float(data.normalisation.get("scale") or 1.0)
         device = resolve_device(config.device)
-        hint = (
-            None
-            if stop.is_set()
-            else cell_hint(start_net, first, first_labels, n_channels, scale, device)
-        )
-        if (
-            hint is not None and not stop.is_set()
-        ):  # the data again, the band now sparing the cells it sees
-            data = build(hint)
+        if stop.is_set():
+            return None
+        hint = cell_hint(start_net, first, first_labels, n_channels, scale, device)
+        if hint is not None and not stop.is_set():
+            data = build(hint)  # the data again, the band now sparing the cells it sees
             if candidates is not None:  # scored again on the hold-out as it is now
                 start_scores = choose_start(candidates, data, config)[1]
     if stop.is_set():
