@@ -408,11 +408,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if output.suffix != ".safetensors":
         raise io.InputError(f"{output}: a model file ends in .safetensors")
     device = resolve_device(args.device)
-    from napari_unet.models import SHIPPED
+    from napari_unet.models import shipped_by_key
 
-    shipped = {m.key: m.path for m in SHIPPED}
-    if args.start in shipped:
-        args.start = str(shipped[args.start])
+    shipped = shipped_by_key(args.start) if args.start else None
+    if shipped is not None:
+        args.start = str(shipped.path)
     elif args.start == AUTO_START:
         args.start = _default_start()
     for start in [args.start] if isinstance(args.start, str) else args.start or []:

@@ -51,4 +51,10 @@ def shipped_models() -> list[Shipped]:
 
 
 def shipped_by_title(title: str) -> Shipped | None:
+    """The shipped model a dock lists under ``title`` (any case), if any."""
     return next((m for m in SHIPPED if m.title.lower() == title.lower()), None)
+
+
+def shipped_by_key(key: str) -> Shipped | None:
+    """The shipped model named ``key`` (`napari-unet train --from`, the Train dock)."""
+    return next((m for m in SHIPPED if m.key == key), None)

@@ -512,9 +512,9 @@ class TrainDock(Dock):
                 raise InputError("No starter model is installed; pick a new model or a file")
             return None, paths
         if choice in (STARTER, PHASE_STARTER):
-            from napari_unet.models import SHIPPED
+            from napari_unet.models import shipped_by_key
 
-            path = next(m.path for m in SHIPPED if m.key == choice)
+            path = shipped_by_key(choice).path
             if not path.is_file():
                 raise InputError(
                     f"The {choice} starter model is missing from this install ({path})"
