@@ -145,7 +145,8 @@ def annotated_cells(gt: np.ndarray, boxes: list[Box]) -> int:
 def fine_tune(pool: np.ndarray, gt: np.ndarray, boxes: list[Box], steps: int):
     """The starter fine-tuned on the pool images that have boxes, one image/labels pair
     each (normalised on its own, as the Train dock's pairs are; normalising the pool as
-    one stack would mix the images' brightness), cells reaching into a box painted whole (`painted`), the loss only inside the boxes."""
+    one stack would mix the images' brightness): the cells reaching into a box painted
+    whole (`painted`), the loss only inside the boxes."""
     labels = painted(gt, boxes)
     pairs = [
         (pool[z], labels[z], [(None, b.y0, b.x0, b.y1, b.x1) for b in boxes if b.slice_index == z])

@@ -110,7 +110,7 @@ def run_case(kind, name, image, truth, k, minutes, seed, steps=None, anchor=None
         "kind": kind,
         "image": name,
         "cells": k,
-        "from": result.metadata["training"]["from"],
+        "from": chosen,
         "start_scores": result.metadata["training"].get("start_scores"),
         "starter": round(score(kind, truth, painted, predicted_labels(*began, image)), 3),
         "tuned": round(score(kind, truth, painted, tuned), 3),
