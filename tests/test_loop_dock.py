@@ -57,8 +57,9 @@ def test_paint_train_predict_correct_resume(viewer, qtbot):
     assert train_dock.labels_picker.current_choice == labels_name
     qtbot.waitUntil(lambda: "6 cells" in train_dock.use_label.text(), timeout=10_000)
 
-    # 2. fine-tune the starter model
+    # 2. fine-tune the starter model (which also spares the cells it finds, said first)
     train_dock.model_combo.setCurrentText("starter model")
+    qtbot.waitUntil(lambda: "background band too" in train_dock.use_label.text(), timeout=10_000)
     train_dock.steps.setValue(12)
     train_dock.tile_size.setValue(92)
     train_dock.device.setCurrentText("cpu")
@@ -67,6 +68,8 @@ def test_paint_train_predict_correct_resume(viewer, qtbot):
     first = train_dock._finished
     assert first is not None and first.steps_done == 12
     assert first.metadata["training"]["annotation"].startswith("6 cells, ")
+    used = first.metadata["training"]["annotation"]
+    assert train_dock.use_label.text() == f"Trained on: {used}."
     assert first.metadata["validation"]["history"][0]["step"] == 0  # the starter's score
     first_losses = [loss for _, loss in train_dock._history["loss"]]
     assert len(first_losses) == 12

@@ -287,6 +287,7 @@ def test_cli_train_writes_a_model_that_loads(tmp_path, capsys):
     assert meta["validation"]["step"] in (0, 1, 2, 3)
     err = capsys.readouterr().err
     assert "saved" in err and "Started from starter.safetensors" in err
+    assert f"trained on: {meta['training']['annotation']}" in err
     # --preset asks for a new model
     new = tmp_path / "new.safetensors"
     assert main(["train", *args[:2], "-o", str(new), *args[4:], "--preset", "light"]) == 0

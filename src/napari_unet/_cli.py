@@ -492,6 +492,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"saved {output}: best at step {trained.best_step} of {trained.steps_done}{stop}{iou}",
         file=sys.stderr,
     )
+    used = trained.metadata.get("training", {}).get("annotation")
+    if used:  # with sparse painting, after the starting model's cell hint
+        print(f"trained on: {used}", file=sys.stderr)
     note = trained.note()
     if note:
         print(note, file=sys.stderr)

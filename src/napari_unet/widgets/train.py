@@ -126,9 +126,13 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     return box
 
 
-def use_summary(image, labels, boxes, background, unpainted: str) -> str:
+def use_summary(
+    image, labels, boxes, background, unpainted: str, from_model: bool = False
+) -> str:
     """The Train dock's "what will be used" line (`core.data.describe_use`), or why
-    nothing can be used."""
+    nothing can be used. ``from_model``: training starts from a model, which on sparse
+    painting also spares the cells it finds from the background band (`train.cell_hint`,
+    worked out at Start: running a model here would block typing)."""
     from napari_unet.core.data import describe_use
 
     try:
@@ -137,8 +141,14 @@ def use_summary(image, labels, boxes, background, unpainted: str) -> str:
         )
     except InputError as exc:
         return str(exc)
+    hint = (
+        " At Start, the cells the starting model finds outside your painting are left out"
+        " of the background band too (the area used then shrinks)."
+        if from_model and use.sparse_slices
+        else ""
+    )
     warnings = "".join(f"<br><b>Warning:</b> {w}" for w in use.warnings)
-    return "Will train on: " + use.describe() + warnings
+    return "Will train on: " + use.describe() + "." + hint + warnings
 
 
 class TrainDock(Dock):
@@ -397,6 +407,7 @@ class TrainDock(Dock):
         self.model_file.setEnabled(from_file)
         self.browse_button.setEnabled(from_file)
         self._restore_settings()
+        self._schedule_use()  # a new model gets no cell hint
 
     # --- shared settings and what the annotation teaches --------------------------------
 
@@ -466,9 +477,14 @@ class TrainDock(Dock):
             self.use_label.setText(str(exc))
             return
         unpainted = UNPAINTED[self.unpainted.currentText()]
+        from_model = MODELS[self.model_combo.currentText()] not in MODEL_PRESETS
         self._use_jobs.replace(
             lambda: self._use_jobs.start(
-                use_summary, *annotation, unpainted, on_return=self.use_label.setText
+                use_summary,
+                *annotation,
+                unpainted,
+                from_model,
+                on_return=self.use_label.setText,
             )
         )
 
@@ -768,6 +784,9 @@ class TrainDock(Dock):
             return
         self._finished = finished
         _session.set_current_model(finished.net, finished.metadata)
+        used = finished.metadata.get("training", {}).get("annotation")
+        if used:  # what training really used, the cell hint included
+            self.use_label.setText(f"Trained on: {used}.")
         how = "stopped" if finished.stopped else "finished"
         score = "" if finished.best_iou is None else f", validation IoU {finished.best_iou:.3f}"
         self.status.setText(
