@@ -154,6 +154,38 @@ def test_cli_time_lapse_keeps_per_frame_ids_and_z_stack_links(tmp_path):
     assert len(np.unique(t[t > 0])) == 3  # one object per frame
 
 
+def _bleaching(rng) -> np.ndarray:
+    """Three frames of the same squares, each dimmer than the last (photobleaching)."""
+    plane = _blobs(rng, YX)
+    return np.stack([plane * gain for gain in (1.0, 0.4, 0.1)])
+
+
+def test_a_bleaching_time_lapse_is_normalised_frame_by_frame():
+    stack = _bleaching(np.random.default_rng(3))
+    model = (threshold_unet(), {})
+    frames = run_to_end(prediction_job(model, stack, CONFIG, axes="TYX")).labels
+    for t in range(3):  # every frame as if it were predicted alone
+        alone = run_to_end(prediction_job(model, stack[t], CONFIG)).labels
+        assert alone.any() and np.array_equal(frames[t] > 0, alone > 0)
+    # a Z stack keeps its slices' brightness relative to each other: the dim slice is empty
+    z = run_to_end(prediction_job(model, stack, CONFIG, axes="ZYX")).labels
+    assert z[0].any() and not z[2].any()
+
+
+def test_training_normalises_a_time_lapse_frame_by_frame():
+    from napari_unet.core.data import TrainingData
+    from napari_unet.core.train import _training_data
+
+    stack = _bleaching(np.random.default_rng(4))
+    labels = np.stack([io.as_labels((f > 0).astype(np.uint8), "l") for f in stack])
+    data = _training_data(stack, labels, None, "TYX", None, None, validation_fraction=0)
+    for t in range(3):
+        alone = TrainingData.from_arrays(stack[t], labels[t], validation_fraction=0, scale=None)
+        np.testing.assert_allclose(data.images[t], alone.images[0], atol=1e-6)
+    z = _training_data(stack, labels, None, "ZYX", None, None, validation_fraction=0)
+    assert z.images[2].max() < 0.5 * z.images[0].max()  # as a whole: the dim slice stays dim
+
+
 @pytest.mark.slow
 def test_cli_train_on_rgb_then_predict(tmp_path):
     from napari_unet._cli import main

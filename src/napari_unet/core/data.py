@@ -138,6 +138,7 @@ class TrainingData:
         weight_settings: WeightSettings | None = None,
         scale: float | None = 1.0,
         cell_hint: np.ndarray | None = None,
+        frames: int = 1,
     ) -> TrainingData:
         """Build from an image (Y, X) / stack (Z, Y, X) and instance labels of the same shape.
 
@@ -151,7 +152,9 @@ class TrainingData:
         recorded in ``normalisation`` and prediction applies it too. ``cell_hint``: where
         a model already sees cells (bool, the labels' shape): on sparse slices where
         intensity cannot tell cells from background, these pixels are left out of the
-        background band around the painted cells (see `informative_region`).
+        background band around the painted cells (see `informative_region`). ``frames``:
+        the stack is that many time points, each normalised on its own (a time-lapse);
+        1: normalised as a whole (a Z stack).
         """
         if n_classes not in (2, 3):
             raise InputError(
@@ -193,7 +196,7 @@ class TrainingData:
                 + (" inside the training boxes)" if boxes else ")")
                 + "; paint a few cells first"
             )
-        images, value_ranges = normalize_stack(stack, list(indices), percentiles)
+        images, value_ranges = normalize_stack(stack, list(indices), percentiles, frames)
         annotated = np.ascontiguousarray(label_stack[list(indices)])
         used = used[list(indices)]
         strokes = strokes[list(indices)]
@@ -264,8 +267,10 @@ class TrainingData:
         unpainted: str = "auto",
         weight_settings: WeightSettings | None = None,
         cell_hint: np.ndarray | None = None,
+        frames: Sequence[int] | None = None,
     ) -> TrainingData:
-        """Several image/labels pairs (2D or stacks, any sizes), each normalised on its own.
+        """Several image/labels pairs (2D or stacks, any sizes), each normalised on its own
+        (``frames``: each pair's time points, each normalised on its own; None: 1 each).
 
         Slices are stacked after padding to the largest height and width (image and
         target mirrored, loss weight 0 outside the original), so the sampler draws
@@ -280,10 +285,14 @@ class TrainingData:
         diameter = float(np.median(known)) if known else None  # median of the images'
         scale = size.scale_for(diameter) if scale is None else float(scale)
 
+        frames = [1] * len(pairs) if frames is None else [int(f) for f in frames]
+        if len(frames) != len(pairs):
+            raise ValueError(f"{len(frames)} frame counts for {len(pairs)} pairs")
+
         def build(
-            pair: tuple, fraction: float, strokes: np.ndarray | None, hint: np.ndarray | None
+            number: int, fraction: float, strokes: np.ndarray | None, hint: np.ndarray | None
         ) -> TrainingData:
-            image, labels, *regions = pair
+            image, labels, *regions = pairs[number]
             return cls.from_arrays(
                 image,
                 labels,
@@ -297,10 +306,11 @@ class TrainingData:
                 unpainted=unpainted,
                 weight_settings=weight_settings,
                 cell_hint=hint,
+                frames=frames[number],
             )
 
         if len(pairs) == 1:
-            return build(pairs[0], validation_fraction, background, cell_hint)
+            return build(0, validation_fraction, background, cell_hint)
         if not pairs:
             raise InputError("no image/labels pairs to train on")
         parts, offset, indices = [], 0, []
@@ -308,7 +318,8 @@ class TrainingData:
             labels = pair[1]
             try:
                 first = number == 1
-                part = build(pair, 0, background if first else None, cell_hint if first else None)
+                hint = cell_hint if first else None
+                part = build(number - 1, 0, background if first else None, hint)
             except InputError as error:
                 if "nothing is annotated" in str(error):
                     continue  # an empty pair adds nothing; all empty is caught below

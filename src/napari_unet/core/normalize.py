@@ -39,13 +39,33 @@ def normalize_stack(
     stack: np.ndarray,
     slices: list[int] | None = None,
     percentiles: tuple[float, float] = PERCENTILES,
+    frames: int = 1,
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """(N, C, Y, X) -> (float32 ``slices`` of it (None: all), each channel's range): every
     channel by its percentiles over the whole stack, so the slices keep their brightness
-    relative to each other."""
-    ranges = [intensity_range(stack[:, c], percentiles) for c in range(stack.shape[1])]
-    chosen = slice(None) if slices is None else list(slices)
-    images = np.stack(
-        [normalize(stack[chosen, c], value_range=r) for c, r in enumerate(ranges)], axis=1
-    )
-    return images, ranges
+    relative to each other (a Z stack).
+
+    ``frames`` > 1: the stack is that many time points of N / frames slices each, and
+    each time point is normalised on its own, as a lone image would be (a time-lapse
+    dims as it bleaches). The ranges returned are then the first chosen slice's frame's.
+    """
+    n = stack.shape[0]
+    if frames < 1 or n % frames:
+        raise ValueError(f"{n} slices do not split into {frames} time points")
+    per_frame = n // frames
+    chosen = list(range(n)) if slices is None else [int(i) for i in slices]
+    ranges: dict[int, list[tuple[float, float]]] = {}
+
+    def frame_ranges(frame: int) -> list[tuple[float, float]]:
+        if frame not in ranges:
+            block = stack[frame * per_frame : (frame + 1) * per_frame]
+            ranges[frame] = [
+                intensity_range(block[:, c], percentiles) for c in range(block.shape[1])
+            ]
+        return ranges[frame]
+
+    images = np.empty((len(chosen), *stack.shape[1:]), np.float32)
+    for row, i in enumerate(chosen):
+        for c, r in enumerate(frame_ranges(i // per_frame)):
+            images[row, c] = normalize(stack[i, c], value_range=r)
+    return images, frame_ranges(chosen[0] // per_frame if chosen else 0)

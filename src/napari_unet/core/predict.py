@@ -131,12 +131,18 @@ def read_slice(image: Any, layout: StackLayout, index: int, name: str = "image")
 
 
 def value_ranges(
-    image: Any, layout: StackLayout, percentiles: Sequence[float], name: str = "image"
+    image: Any,
+    layout: StackLayout,
+    percentiles: Sequence[float],
+    name: str = "image",
+    within: range | None = None,
 ) -> list[tuple[float, float]]:
     """Per-channel intensity range at the model's percentiles, from up to
-    `RANGE_SAMPLE_SLICES` evenly spaced slices (the training stack is normalised as a whole)."""
-    count = min(layout.n_slices, RANGE_SAMPLE_SLICES)
-    picks = np.unique(np.linspace(0, layout.n_slices - 1, count).round().astype(int))
+    `RANGE_SAMPLE_SLICES` evenly spaced slices ``within`` these (None: the whole stack,
+    normalised as a whole as in training)."""
+    within = range(layout.n_slices) if within is None else within
+    count = min(len(within), RANGE_SAMPLE_SLICES)
+    picks = np.unique(np.linspace(within.start, within.stop - 1, count).round().astype(int))
     sample = np.stack([read_slice(image, layout, int(i), name) for i in picks])  # (S, C, Y, X)
     ranges = []
     for c in range(sample.shape[1]):
@@ -156,8 +162,12 @@ def predict_stack(
     keep_foreground: bool = False,
     name: str = "image",
     reference: Any = None,
+    frames: int = 1,
 ) -> Generator[Progress | SliceResult, None, Prediction]:
     """Predict ``slices`` (default: all) of a (Y, X) image or a stack, one slice at a time.
+
+    The stack is normalised as a whole (a Z stack), or with ``frames`` > 1 as that many
+    time points of equal length, each on its own (as `normalize.normalize_stack`).
 
     Yields `Progress` after every tile batch and a `SliceResult` per finished slice,
     written at once into ``labels_out`` / ``foreground_out`` when given (any array that
@@ -198,7 +208,18 @@ def predict_stack(
     if foreground_out is None and keep_foreground:
         foreground_out = np.zeros(stack_shape, dtype=np.float32)
     percentiles = metadata.get("normalisation", {}).get("percentiles", PERCENTILES)
-    ranges = value_ranges(image, layout, percentiles, name)
+    if frames < 1 or layout.n_slices % frames:
+        raise InputError(f"{name}: {layout.n_slices} slices do not split into {frames} frames")
+    per_frame = layout.n_slices // frames
+    frame_ranges: dict[int, list[tuple[float, float]]] = {}
+
+    def ranges_of(index: int) -> list[tuple[float, float]]:
+        frame = index // per_frame
+        if frame not in frame_ranges:
+            within = range(frame * per_frame, (frame + 1) * per_frame)
+            frame_ranges[frame] = value_ranges(image, layout, percentiles, name, within)
+        return frame_ranges[frame]
+
     total, done, next_id = per_slice * len(slices), 0, 0
     previous: tuple[int, np.ndarray] | None = None  # (index, labels) of the last slice
     uncertainty_all, objects_all = None, []
@@ -219,7 +240,7 @@ def predict_stack(
 
     for position, index in enumerate(slices):
         raw = read_slice(image, layout, index, name)
-        x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(ranges)])
+        x = np.stack([normalize(raw[c], value_range=r) for c, r in enumerate(ranges_of(index))])
         x = size.resize(x, net_shape)  # the model's cell size (see core/size.py)
         if config.confidence:
             events = confidence.sample_iter(
@@ -346,7 +367,8 @@ def _predict_axes(
     if not found.is_z_stack:
         config = replace(config, stitch_threshold=0.0)
     n_t, n_z = x.shape[:2]
-    # A Z-less time-lapse is one stack of frames; a T + Z stack one Z stack per time point.
+    # A Z-less time-lapse is one stack of frames, each normalised on its own (as training
+    # does); a T + Z stack one Z stack per time point.
     blocks = [x[:, 0]] if n_z == 1 else [x[t] for t in range(n_t)]
     labels = np.zeros((n_t, n_z, *x.shape[-2:]), np.uint32)  # (T, Z, Y, X)
     foreground = np.zeros(labels.shape, np.float32) if keep_foreground else None
@@ -362,6 +384,7 @@ def _predict_axes(
             keep_foreground=keep_foreground,
             name=name,
             reference=reference if len(blocks) == 1 else None,
+            frames=n_t if n_z == 1 else 1,
         )
         while True:
             try:

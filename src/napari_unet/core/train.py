@@ -414,19 +414,26 @@ def choose_start(
 
 
 def cell_hint(
-    net: UNet, image: np.ndarray, labels: np.ndarray, channels: int, scale: float, device: Any
+    net: UNet,
+    image: np.ndarray,
+    labels: np.ndarray,
+    channels: int,
+    scale: float,
+    device: Any,
+    frames: int = 1,
 ) -> np.ndarray | None:
     """Where ``net`` already sees cells (cell or border class) on the annotated slices of
-    ``image`` (N, [C,] Y, X), normalised and resized as training does: a bool array of the
-    ``labels``' shape. None when it misses most painted pixels (``HINT_MIN_RECALL``): a
-    model that does not know these cells would only mislead."""
+    ``image`` (N, [C,] Y, X), normalised (``frames``: time points, as `TrainingData`) and
+    resized as training does: a bool array of the ``labels``' shape. None when it misses
+    most painted pixels (``HINT_MIN_RECALL``): a model that does not know these cells
+    would only mislead."""
     from napari_unet.core.normalize import normalize_stack
 
     stack = as_image(image, "image", channels=channels)  # (N, C, Y, X)
     label_stack = np.asarray(labels).reshape(-1, *np.shape(labels)[-2:])
     annotated = np.flatnonzero(label_stack.reshape(len(label_stack), -1).any(axis=1)).tolist()
     hint = np.zeros(label_stack.shape, dtype=bool)
-    for n, x in zip(annotated, normalize_stack(stack, annotated)[0], strict=True):
+    for n, x in zip(annotated, normalize_stack(stack, annotated, frames=frames)[0], strict=True):
         if scale != 1.0:
             x = size.resize(x, size.scaled_shape(x.shape, scale))
         probs = tiling.predict_tiled(net, x, VALIDATION_TILE_PX, 1, device)
@@ -900,15 +907,18 @@ def _training_data(
         image, labels, found, channels, background
     )
     pairs: list[tuple] = [(first, first_labels, regions)]
+    frames = [found.size("T")]  # a time-lapse's frames are normalised one by one
     for extra_image, extra_labels in extra_pairs:
         extra_found = axes_.parse(axes, np.shape(extra_image), known)
         pairs.append(_slices(extra_image, extra_labels, extra_found, channels)[:2])
+        frames.append(extra_found.size("T"))
     return TrainingData.from_pairs(
         pairs,
         n_classes=n_classes or checkpoint.classes_to_train(start_from),
         channels=n_channels,
         scale=None,
         background=background,
+        frames=frames,
         **options,
     )
 
@@ -1033,7 +1043,9 @@ def training_job(
         device = resolve_device(config.device)
         if stop.is_set():
             return None
-        hint = cell_hint(start_net, first, first_labels, n_channels, scale, device)
+        hint = cell_hint(
+            start_net, first, first_labels, n_channels, scale, device, found.size("T")
+        )
         if hint is not None and not stop.is_set():
             data = build(hint)  # the data again, the band now sparing the cells it sees
             if candidates is not None:  # scored again on the hold-out as it is now

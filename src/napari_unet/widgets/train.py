@@ -126,9 +126,7 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     return box
 
 
-def use_summary(
-    image, labels, boxes, background, unpainted: str, from_model: bool = False
-) -> str:
+def use_summary(image, labels, boxes, background, unpainted: str, from_model: bool = False) -> str:
     """The Train dock's "what will be used" line (`core.data.describe_use`), or why
     nothing can be used. ``from_model``: training starts from a model, which on sparse
     painting also spares the cells it finds from the background band (`train.cell_hint`,
