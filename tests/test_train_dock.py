@@ -328,3 +328,16 @@ def test_more_pairs_of_other_sizes_train_together(viewer_with_cells, qtbot):
     _click(qtbot, dock.start_button)  # a listed layer is gone: one clear message
     assert not dock.jobs.busy and dock.start_button.isEnabled()
     _session.clear()
+
+
+def test_use_line_announces_the_cell_hint_only_when_a_model_is_fine_tuned():
+    from napari_unet.widgets.train import use_summary
+
+    image, truth = touching_cells((128, 128), seed=5)
+    painted = np.where(np.isin(truth, np.unique(truth)[1:4]), truth, 0)  # three cells
+    tuned = use_summary(image, painted, None, None, "auto", from_model=True)
+    new = use_summary(image, painted, None, None, "auto", from_model=False)
+    assert tuned.startswith("Will train on: 3 cells") and "sparse" in tuned
+    assert "background band too" in tuned and "background band too" not in new
+    whole = use_summary(image, truth, None, None, "auto", from_model=True)
+    assert "sparse" not in whole and "background band too" not in whole  # nothing to spare
