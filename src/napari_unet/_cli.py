@@ -182,7 +182,11 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tile-size", type=int, help="input tile edge, pixels (default: from memory)")
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: from memory)")
-    p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations (8x slower)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average the 8 flips/rotations: 8x slower, ~+0.03 AP@0.5 on real nuclei",
+    )
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")
     p.add_argument(

@@ -94,6 +94,10 @@ class PredictDock(Dock):
         self.tile_size.setSpecialValueText(AUTO)
         self.tile_size.setToolTip("Input tile edge in pixels; auto = from free memory")
         self.tta = QCheckBox("Average flips/rotations (TTA, 8x slower)")
+        self.tta.setToolTip(
+            "Predict each tile in its 8 flips/rotations and average: on real nuclei about "
+            "+0.03-0.04 AP@0.5, at 8x the time (README, Accuracy on real images)"
+        )
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.05, 0.95)
         self.threshold.setSingleStep(0.05)
