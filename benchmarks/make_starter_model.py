@@ -105,10 +105,11 @@ def train_starter(
     start: str | None,
     select_by: str = "ap50",
     scale: float | None = None,
+    channels: int = 1,
 ) -> TrainResult:
     """The light preset, 3 classes, batch 2, trained on ``pairs`` (the last one holds the
     validation slice); the best weights are saved to ``output`` as they come."""
-    data = TrainingData.from_pairs(pairs, n_classes=N_CLASSES, scale=scale)
+    data = TrainingData.from_pairs(pairs, n_classes=N_CLASSES, scale=scale, channels=channels)
     print(
         f"{len(pairs)} training images; validation slice {data.validation.slice_index}",
         flush=True,

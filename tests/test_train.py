@@ -269,6 +269,55 @@ def test_of_several_start_models_the_one_that_finds_the_cells_is_fine_tuned(tmp_
     assert "Started from starter.safetensors" in done.note()
 
 
+def test_start_models_compete_only_when_they_take_the_image_channels(tmp_path):
+    """A colour model cannot start a gray image; on colour, a colour model comes before
+    one-channel models that would be spread (the first candidate without a hold-out)."""
+    from napari_unet.core.model import UNet
+    from napari_unet.core.train import choose_start
+
+    def model_file(name: str, channels: int) -> str:
+        net = UNet(in_channels=channels, n_classes=3, base_channels=4, depth=2)
+        return str(checkpoint.save(tmp_path / name, net, {"architecture": net.config}))
+
+    gray, rgb = model_file("gray.safetensors", 1), model_file("rgb.safetensors", 3)
+    image, labels = touching_cells((128, 128), seed=4)
+    gray_data = TrainingData.from_arrays(image, labels, n_classes=3)
+    chosen, scores = choose_start([rgb, gray], gray_data, _config())
+    assert chosen == gray and set(scores) <= {"gray.safetensors"}
+    colour = np.stack([image, image, image])
+    rgb_data = TrainingData.from_arrays(colour, labels, n_classes=3, channels=3,
+                                        validation_fraction=0)  # fmt: skip
+    assert choose_start([gray, rgb], rgb_data, _config()) == (rgb, {})
+    two = TrainingData.from_arrays(colour[:2], labels, n_classes=3, channels=2)
+    assert choose_start([rgb, gray], two, _config())[0] == gray  # spread; rgb cannot
+
+
+def test_a_colour_starter_wins_unless_a_spread_one_is_clearly_better(monkeypatch):
+    """On colour, the starter that takes the channels is kept when a one-channel starter
+    spread over them scores only a little more (`EXACT_CHANNELS_MARGIN`), not when it
+    finds the cells clearly better."""
+    from napari_unet.core import train as core
+    from napari_unet.core.presets import EXACT_CHANNELS_MARGIN
+
+    image, labels = touching_cells((128, 128), seed=4)
+    data = TrainingData.from_arrays(np.stack([image] * 3), labels, n_classes=3, channels=3)
+    channels = {"gray": 1, "rgb": 3}
+    monkeypatch.setattr(
+        core.checkpoint,
+        "read_metadata",
+        lambda p: {"architecture": {"in_channels": channels[str(p)]}},
+    )
+    monkeypatch.setattr(core, "_initial_net", lambda p, d, c: (p, {}))
+    for lead, winner in ((EXACT_CHANNELS_MARGIN / 2, "rgb"), (EXACT_CHANNELS_MARGIN * 2, "gray")):
+        ious = {"rgb": 0.5, "gray": 0.5 + lead}
+        monkeypatch.setattr(
+            core,
+            "validate",
+            lambda net, *a, ious=ious: core.Validation(0, 0.0, ious[net], None, None, None, False),
+        )
+        assert core.choose_start(["gray", "rgb"], data, _config())[0] == winner
+
+
 def test_cli_train_writes_a_model_that_loads(tmp_path, capsys):
     from napari_unet._cli import main
 

@@ -347,8 +347,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         dest="start",
         metavar="MODEL",
         help="fine-tune this model file ('starter': the shipped nuclei starter; 'phase': "
-        "the shipped phase-contrast starter; 'auto', the default unless --preset or "
-        "--classes 2 is given: the shipped starter that finds the annotated cells best)",
+        "the shipped phase-contrast starter; 'stained': the shipped stained RGB starter; "
+        "'auto', the default unless --preset or --classes 2 is given: the shipped starter "
+        "that finds the annotated cells best, one that takes the image's channels first)",
     )
     p.add_argument(
         "--preset", choices=MODEL_PRESETS, help=f"train a new model of this size (CUDA: {PAPER})"

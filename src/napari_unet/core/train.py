@@ -36,6 +36,7 @@ from napari_unet.core.presets import (
     ANCHOR_MIN_IOU,
     AUTO,
     DEFAULT_LR,
+    EXACT_CHANNELS_MARGIN,
     LIGHT,
     MODEL_PRESETS,
     OPTIMIZERS,
@@ -398,10 +399,18 @@ def choose_start(
     """Of several model files (the shipped starters), the one that already finds the
     annotated cells best: validation foreground IoU on the held-out annotations before any
     step (what the anchor's release measures too), with its first layer spread over the
-    channels as training would. Returns (file, {file name: IoU}); without a hold-out, the
-    first candidate and no scores."""
+    channels as training would. Only files that take the data's channel count, or one
+    channel (spread), compete; those that take it exactly come first and win unless a
+    spread one scores `EXACT_CHANNELS_MARGIN` more. Returns (file, {file name: IoU});
+    without a hold-out, the first candidate and no scores."""
     if not candidates:
         raise InputError("choose_start: no model files to choose from")
+    channels = {
+        p: int(checkpoint.read_metadata(p)["architecture"].get("in_channels", 1))
+        for p in candidates
+    }
+    usable = [p for p in candidates if channels[p] in (1, data.in_channels)]
+    candidates = sorted(usable, key=lambda p: channels[p] != data.in_channels) or candidates
     if data.validation is None or len(candidates) == 1:
         return str(candidates[0]), {}
     device = resolve_device(config.device)
@@ -410,6 +419,11 @@ def choose_start(
         net, _ = _initial_net(str(path), data, config)
         scores[Path(path).name] = round(validate(net, data, device, 1, 0).iou, 4)
     best = max(candidates, key=lambda p: scores[Path(p).name])  # the first on a tie
+    exact = [p for p in candidates if channels[p] == data.in_channels]
+    if exact and channels[best] != data.in_channels:
+        best_exact = max(exact, key=lambda p: scores[Path(p).name])
+        if scores[Path(best).name] < scores[Path(best_exact).name] + EXACT_CHANNELS_MARGIN:
+            best = best_exact
     return str(best), scores
 
 

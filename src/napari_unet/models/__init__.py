@@ -3,7 +3,9 @@
 `starter.safetensors` is a light 3-class U-Net (background / nucleus / border) trained
 on DSB2018 nuclei images (CC0) by ``benchmarks/make_starter_model.py``;
 `phase_starter.safetensors` the same kind of model trained on phase-contrast images of
-adherent cells (usiigaci, MIT) by ``benchmarks/make_phase_starter.py``. Their metadata
+adherent cells (usiigaci, MIT) by ``benchmarks/make_phase_starter.py``;
+`stained_starter.safetensors` the nuclei starter taught colour (3 channels) on the
+stained brightfield DSB2018 images by ``benchmarks/make_stained_starter.py``. Their metadata
 ("starter") lists the training images and the scores on held-out images.
 """
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 STARTER_FILE = "starter.safetensors"
 PHASE_STARTER_FILE = "phase_starter.safetensors"
+STAINED_STARTER_FILE = "stained_starter.safetensors"
 
 
 def starter_model_path() -> Path:
@@ -24,6 +27,11 @@ def starter_model_path() -> Path:
 def phase_starter_model_path() -> Path:
     """Path of the shipped phase-contrast starter model file (a napari-unet checkpoint)."""
     return Path(__file__).with_name(PHASE_STARTER_FILE)
+
+
+def stained_starter_model_path() -> Path:
+    """Path of the shipped stained-brightfield (RGB) starter model file."""
+    return Path(__file__).with_name(STAINED_STARTER_FILE)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class Shipped:
 SHIPPED = (
     Shipped("starter", "Starter model", STARTER_FILE),
     Shipped("phase", "Phase-contrast starter", PHASE_STARTER_FILE),
+    Shipped("stained", "Stained RGB starter", STAINED_STARTER_FILE),
 )
 
 

@@ -50,7 +50,8 @@ from napari_unet.widgets._jobs import JobSlot, report_error
 from napari_unet.widgets._layers import grid_problem, kind_of, plane_index, set_layer
 from napari_unet.widgets.annotate import REGIONS_LAYER, background_layer_for
 
-STARTER, PHASE_STARTER, FILE = "starter", "phase", "file"  # `models.Shipped` keys
+STARTER, PHASE_STARTER, STAINED_STARTER = "starter", "phase", "stained"  # `models.Shipped` keys
+FILE = "file"
 BEST_STARTER = "auto"  # the shipped starter that finds the annotated cells best
 UNPAINTED = {  # choice shown -> `TrainingSettings.unpainted`
     "auto": "auto",
@@ -70,6 +71,7 @@ MODELS = {  # model choice shown -> what training starts from
     "best starter (auto)": BEST_STARTER,
     "starter model": STARTER,
     "phase-contrast starter model": PHASE_STARTER,
+    "stained RGB starter model": STAINED_STARTER,
     "model file": FILE,
 }
 NO_REGIONS = "(none: whole annotated slices)"
@@ -181,6 +183,7 @@ class TrainDock(Dock):
             "annotated cells best (scored before training)"
             + f"; starter: {PRESET_TITLES[LIGHT]}, pre-trained on DSB2018 nuclei; "
             "phase-contrast starter: the same, on phase-contrast cells (usiigaci); "
+            "stained RGB starter: the same, on stained brightfield colour images (DSB2018); "
             "model file: continue from a saved model"
         )
         self.model_file = QLineEdit()
@@ -525,7 +528,7 @@ class TrainDock(Dock):
             if not paths:
                 raise InputError("No starter model is installed; pick a new model or a file")
             return None, paths
-        if choice in (STARTER, PHASE_STARTER):
+        if choice in (STARTER, PHASE_STARTER, STAINED_STARTER):
             from napari_unet.models import shipped_by_key
 
             path = shipped_by_key(choice).path
