@@ -167,3 +167,29 @@ def test_shipped_starters_are_offered_and_the_phase_one_segments_phase_contrast(
     _run_and_wait(dock, qtbot)
     labels = np.asarray(viewer.layers["phase U-Net labels"].data)
     assert metrics.iou_score(truth > 0, labels > 0) > 0.6  # real cells, not noise
+
+
+def test_an_rgb_image_gets_the_stained_starter_and_a_gray_one_the_nuclei_starter(
+    make_napari_viewer, qtbot
+):
+    from pathlib import Path
+
+    from napari_unet.core import io, metrics
+
+    data = Path(__file__).with_name("data")
+    rgb = io.read(data / "dsb2018_aa58ba45_crop.tif")
+    truth = io.read(data / "dsb2018_aa58ba45_crop_labels.tif")
+    viewer = make_napari_viewer()
+    viewer.add_image(io.read(data / "dsb2018_1c681dfa_crop.tif"), name="nuclei")
+    viewer.add_image(rgb, name="stained", rgb=True)
+    dock = PredictDock(viewer)
+    dock.image_picker.value = viewer.layers["stained"]
+    assert dock.model_combo.currentText() == "Stained RGB starter"
+    _run_and_wait(dock, qtbot)
+    labels = np.asarray(viewer.layers["stained U-Net labels"].data)
+    assert metrics.average_precision(truth, labels, (0.5,))[0] > 0.5  # stained nuclei found
+    dock.image_picker.value = viewer.layers["nuclei"]
+    assert dock.model_combo.currentText() == "Starter model"
+    dock.model_combo.setCurrentText(FILE)  # a choice of the user's own stays
+    dock.image_picker.value = viewer.layers["stained"]
+    assert dock.model_combo.currentText() == FILE

@@ -72,6 +72,7 @@ def model_file_for(source: str, typed: str) -> str:
     return str(shipped.path) if shipped is not None else typed.strip()
 
 
+STARTER_KEY, STAINED_KEY = "starter", "stained"  # `models.Shipped` keys
 PREDICTION_JOB = core_job("napari_unet.core.predict:prediction_job")
 
 
@@ -163,9 +164,11 @@ class PredictDock(Dock):
         self.cancel_button.clicked.connect(self.cancel)
         self.browse_button.clicked.connect(self._browse)
         self.model_combo.currentTextChanged.connect(self._model_source_changed)
+        self.image_picker.changed.connect(self._starter_for_image)
         self._disconnect_session = _session.on_model_changed(self._refresh_models)
         self.destroyed.connect(lambda *_: self._disconnect_session())
         self._refresh_models()
+        self._starter_for_image()
 
     def release(self) -> None:
         super().release()
@@ -186,6 +189,20 @@ class PredictDock(Dock):
             self.model_combo.setCurrentText(current)
         self.model_combo.blockSignals(False)
         self._model_source_changed(self.model_combo.currentText())
+
+    def _starter_for_image(self, *_args) -> None:
+        """Between shipped starters only: an RGB layer gets the stained RGB starter, a
+        gray one the nuclei starter back (a gray model cannot take colour, nor the
+        reverse). The session's model or a file the user chose is left alone."""
+        from napari_unet.models import shipped_by_key, shipped_by_title
+
+        layer = self.image_picker.value
+        current = shipped_by_title(self.model_combo.currentText())
+        if layer is None or current is None or current.key not in (STARTER_KEY, STAINED_KEY):
+            return
+        wanted = shipped_by_key(STAINED_KEY if getattr(layer, "rgb", False) else STARTER_KEY)
+        if wanted is not None and wanted.path.is_file():
+            self.model_combo.setCurrentText(wanted.title)
 
     def _model_source_changed(self, source: str) -> None:
         self.model_path.setEnabled(source == FILE)
