@@ -401,7 +401,7 @@ def choose_start(
     step (what the anchor's release measures too), with its first layer spread over the
     channels as training would. Only files that take the data's channel count, or one
     channel (spread), compete; those that take it exactly come first and win unless a
-    spread one scores `EXACT_CHANNELS_MARGIN` more. Returns (file, {file name: IoU});
+    spread one scores more than `EXACT_CHANNELS_MARGIN` above them. Returns (file, {file name: IoU});
     without a hold-out, the first candidate and no scores."""
     if not candidates:
         raise InputError("choose_start: no model files to choose from")
@@ -418,13 +418,12 @@ def choose_start(
     for path in candidates:
         net, _ = _initial_net(str(path), data, config)
         scores[Path(path).name] = round(validate(net, data, device, 1, 0).iou, 4)
-    best = max(candidates, key=lambda p: scores[Path(p).name])  # the first on a tie
-    exact = [p for p in candidates if channels[p] == data.in_channels]
-    if exact and channels[best] != data.in_channels:
-        best_exact = max(exact, key=lambda p: scores[Path(p).name])
-        if scores[Path(best).name] < scores[Path(best_exact).name] + EXACT_CHANNELS_MARGIN:
-            best = best_exact
-    return str(best), scores
+
+    def rank(path: str | Path) -> float:  # a spread starter must beat the margin
+        spread = channels[path] != data.in_channels
+        return scores[Path(path).name] - (EXACT_CHANNELS_MARGIN if spread else 0.0)
+
+    return str(max(candidates, key=rank)), scores  # the first on a tie
 
 
 def cell_hint(

@@ -17,6 +17,8 @@ from pathlib import Path
 STARTER_FILE = "starter.safetensors"
 PHASE_STARTER_FILE = "phase_starter.safetensors"
 STAINED_STARTER_FILE = "stained_starter.safetensors"
+# keys of the shipped models (`napari-unet train --from KEY`, the docks' choices)
+STARTER_KEY, PHASE_KEY, STAINED_KEY = "starter", "phase", "stained"
 
 
 def starter_model_path() -> Path:
@@ -48,9 +50,9 @@ class Shipped:
 
 
 SHIPPED = (
-    Shipped("starter", "Starter model", STARTER_FILE),
-    Shipped("phase", "Phase-contrast starter", PHASE_STARTER_FILE),
-    Shipped("stained", "Stained RGB starter", STAINED_STARTER_FILE),
+    Shipped(STARTER_KEY, "Starter model", STARTER_FILE),
+    Shipped(PHASE_KEY, "Phase-contrast starter", PHASE_STARTER_FILE),
+    Shipped(STAINED_KEY, "Stained RGB starter", STAINED_STARTER_FILE),
 )
 
 

@@ -72,7 +72,6 @@ def model_file_for(source: str, typed: str) -> str:
     return str(shipped.path) if shipped is not None else typed.strip()
 
 
-STARTER_KEY, STAINED_KEY = "starter", "stained"  # `models.Shipped` keys
 PREDICTION_JOB = core_job("napari_unet.core.predict:prediction_job")
 
 
@@ -194,7 +193,7 @@ class PredictDock(Dock):
         """Between shipped starters only: an RGB layer gets the stained RGB starter, a
         gray one the nuclei starter back (a gray model cannot take colour, nor the
         reverse). The session's model or a file the user chose is left alone."""
-        from napari_unet.models import shipped_by_key, shipped_by_title
+        from napari_unet.models import STAINED_KEY, STARTER_KEY, shipped_by_key, shipped_by_title
 
         layer = self.image_picker.value
         current = shipped_by_title(self.model_combo.currentText())

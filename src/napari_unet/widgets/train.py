@@ -42,6 +42,7 @@ from napari_unet.core.presets import (
     PRESET_HELP,
     PRESET_TITLES,
 )
+from napari_unet.models import PHASE_KEY, STAINED_KEY, STARTER_KEY
 from napari_unet.widgets import _session
 from napari_unet.widgets._autosave import autosave_for
 from napari_unet.widgets._channels import gather
@@ -50,7 +51,6 @@ from napari_unet.widgets._jobs import JobSlot, report_error
 from napari_unet.widgets._layers import grid_problem, kind_of, plane_index, set_layer
 from napari_unet.widgets.annotate import REGIONS_LAYER, background_layer_for
 
-STARTER, PHASE_STARTER, STAINED_STARTER = "starter", "phase", "stained"  # `models.Shipped` keys
 FILE = "file"
 BEST_STARTER = "auto"  # the shipped starter that finds the annotated cells best
 UNPAINTED = {  # choice shown -> `TrainingSettings.unpainted`
@@ -69,9 +69,9 @@ def new_model_choice(preset: str) -> str:
 MODELS = {  # model choice shown -> what training starts from
     **{new_model_choice(preset): preset for preset in MODEL_PRESETS},
     "best starter (auto)": BEST_STARTER,
-    "starter model": STARTER,
-    "phase-contrast starter model": PHASE_STARTER,
-    "stained RGB starter model": STAINED_STARTER,
+    "starter model": STARTER_KEY,
+    "phase-contrast starter model": PHASE_KEY,
+    "stained RGB starter model": STAINED_KEY,
     "model file": FILE,
 }
 NO_REGIONS = "(none: whole annotated slices)"
@@ -528,7 +528,7 @@ class TrainDock(Dock):
             if not paths:
                 raise InputError("No starter model is installed; pick a new model or a file")
             return None, paths
-        if choice in (STARTER, PHASE_STARTER, STAINED_STARTER):
+        if choice in (STARTER_KEY, PHASE_KEY, STAINED_KEY):
             from napari_unet.models import shipped_by_key
 
             path = shipped_by_key(choice).path
