@@ -39,6 +39,7 @@ pairs separated (pooled), training seconds.
 
     python benchmarks/bench_accuracy.py --real /work/shared/data/real --cases fluo phase
         [--images 4] [--train-args "--classes 3"] [--json benchmarks/out/real.json]
+        [--compare-predict "--no-tta"]
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ REAL_CASES = (
 CELLPOSE: dict[str, object] = {"python": None, "minutes": 8.5}  # --cellpose-python
 PHASE_TRAIN, PHASE_TEST = (0, 1), (2, 3, 4, 5)
 IDS: list[str] = []  # --ids: these DSB images instead
+COMPARED: dict[str, list] = {"args": [], "labels": []}  # --compare-predict
 MIN_PAIRS = 2  # fluorescence images picked for the half-image case touch at least this often
 
 ANNOTATED_SLICES = (4, 11)
@@ -195,7 +197,10 @@ def train_predict(
     predict_extra: list[str],
     start: str | None = None,
 ) -> tuple[list[np.ndarray], float]:
-    """`napari-unet train` on the pairs, `predict` on each test image; (labels, train s)."""
+    """`napari-unet train` on the pairs, `predict` on each test image; (labels, train s).
+
+    With ``--compare-predict ARGS`` the same model also predicts with ARGS instead,
+    kept in `COMPARED` (a paired comparison, free of run-to-run training noise)."""
     pairs, runs = write_case(workdir, name, train_pairs, tests)
     model = workdir / f"{name}.safetensors"
     train_s = 0.0
@@ -209,6 +214,9 @@ def train_predict(
     for src, dst in runs:
         _run(["predict", str(model), str(src), "-o", str(dst), *predict_extra])
         out.append(io.read(dst))
+        if COMPARED["args"]:
+            _run(["predict", str(model), str(src), "-o", str(dst), *COMPARED["args"]])
+            COMPARED["labels"].append(io.read(dst))
     return out, train_s
 
 
@@ -263,7 +271,7 @@ def run_real(
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for case in cases:
-            rows, times = [], []
+            rows, times, compared = [], [], []
             if case.startswith("phase"):
                 stack, truth = load_phase(root)
                 pairs = [(stack[i], truth[i]) for i in PHASE_TRAIN]
@@ -275,6 +283,10 @@ def run_real(
                         workdir, case, pairs, tests, train_extra, predict_extra
                     )
                 rows = [real_scores(truth[i], p) for i, p in zip(PHASE_TEST, preds, strict=True)]
+                compared = [
+                    real_scores(truth[i], p)
+                    for i, p in zip(PHASE_TEST, COMPARED["labels"], strict=False)
+                ]
                 times = [train_s]
             else:
                 for image_id in fluo_images(root, n_images):
@@ -300,6 +312,8 @@ def run_real(
                         )
                     pred = preds[0]
                     rows.append(real_scores(bottom_truth, pred))
+                    if COMPARED["labels"]:
+                        compared.append(real_scores(bottom_truth, COMPARED["labels"][-1]))
                     times.append(train_s)
                     print(
                         f"  {case} {image_id}",
@@ -309,6 +323,11 @@ def run_real(
                     )
             results[case] = summarise(rows, times)
             print(case, json.dumps(results[case]), flush=True)
+            if compared:
+                variant = f"{case} {' '.join(COMPARED['args'])}"
+                results[variant] = summarise(compared, times)
+                print(variant, json.dumps(results[variant]), flush=True)
+            COMPARED["labels"].clear()
     return results
 
 
@@ -341,10 +360,17 @@ def main() -> None:
     parser.add_argument("--predict-args", default="", help="real: extra `predict` arguments")
     parser.add_argument("--ids", nargs="+", default=[], help="real: these DSB image ids")
     parser.add_argument(
+        "--compare-predict",
+        default="",
+        metavar="ARGS",
+        help="real: also predict with these `predict` arguments on the same models",
+    )
+    parser.add_argument(
         "--cellpose-python", metavar="PY", help="real: python of a venv with 'cellpose<4'"
     )
     args = parser.parse_args()
     IDS[:] = args.ids
+    COMPARED["args"] = args.compare_predict.split()
     CELLPOSE["python"] = args.cellpose_python
     CELLPOSE["minutes"] = args.max_minutes or CELLPOSE["minutes"]
     if args.real:

@@ -54,7 +54,8 @@ def test_chunked_probabilities_equal_the_whole_image_prediction(cells_2d, tmp_pa
     for _ in chunked.run_local(job):
         pass
     fg = np.asarray(chunked.zarr_array(job, "foreground")[:])
-    whole = tiling.predict_tiled(net, normalize(image), tile_size=124)
+    assert job.tta  # the default, as in `predict`: each chunk's tiles in 8 flips/rotations
+    whole = tiling.predict_tiled(net, normalize(image), tile_size=124, tta=True)
     # The intensity range of a small image is measured on all of it.
     assert job.value_ranges[0] == pytest.approx(tuple(np.percentile(image, [1, 99.8])))
     np.testing.assert_allclose(fg, whole[1], atol=1e-5)

@@ -43,6 +43,9 @@ def test_predict_from_a_model_file_into_a_new_labels_layer(make_napari_viewer, q
     dock.tile_size.setValue(60)
     dock.min_size.setValue(4)
     dock.show_foreground.setChecked(True)
+    assert dock.tta.isChecked() and dock.config().tta  # the 8 flips/rotations by default
+    dock.tta.setChecked(False)
+    assert not dock.config().tta
     _run_and_wait(dock, qtbot)
 
     result = viewer.layers["cells U-Net labels"]

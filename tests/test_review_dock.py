@@ -11,7 +11,7 @@ from napari_unet.core.annotations import boxes_from_rectangles
 from napari_unet.core.data import TrainingData
 from napari_unet.widgets import _session
 from napari_unet.widgets.annotate import REGIONS_LAYER
-from napari_unet.widgets.review import CUT_LAYER, SESSION, ReviewDock
+from napari_unet.widgets.review import CUT_LAYER, FILE, SESSION, ReviewDock
 from test_predict import METADATA, _squares
 
 
@@ -121,3 +121,32 @@ def test_proposals_land_inside_the_image_and_off_the_annotations(scored):
         assert 0 <= b.y0 < b.y1 <= image.shape[0] and 0 <= b.x0 < b.x1 <= image.shape[1]
         assert not annotated[b.y0 : b.y1, b.x0 : b.x1].any()
         assert b in regions
+
+
+def test_an_rgb_image_is_scored_with_the_stained_starter(make_napari_viewer, qtbot):
+    """As in the Predict dock: picking an RGB layer switches a shipped nuclei starter to
+    the stained RGB one (a gray model cannot take colour), and a gray layer back."""
+    from pathlib import Path
+
+    from napari_unet.core import io, metrics
+
+    _session.clear()  # no session model: the first shipped starter is offered
+    data = Path(__file__).with_name("data")
+    truth = io.read(data / "dsb2018_aa58ba45_crop_labels.tif")
+    viewer = make_napari_viewer()
+    viewer.add_image(io.read(data / "dsb2018_1c681dfa_crop.tif"), name="nuclei")
+    viewer.add_image(io.read(data / "dsb2018_aa58ba45_crop.tif"), name="stained", rgb=True)
+    dock = ReviewDock(viewer)
+    dock.model_combo.setCurrentText("Starter model")
+    dock.image_combo.setCurrentText("stained")
+    assert dock.model_combo.currentText() == "Stained RGB starter"
+    dock.score_button.click()
+    qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=120000)
+    labels = np.asarray(viewer.layers["stained U-Net labels"].data)
+    assert metrics.average_precision(truth, labels, (0.5,))[0] > 0.5  # stained nuclei found
+    assert dock.table.rowCount() == len(np.unique(labels)) - 1  # every object is queued
+    dock.image_combo.setCurrentText("nuclei")
+    assert dock.model_combo.currentText() == "Starter model"
+    dock.model_combo.setCurrentText(FILE)  # a choice of the user's own stays
+    dock.image_combo.setCurrentText("stained")
+    assert dock.model_combo.currentText() == FILE

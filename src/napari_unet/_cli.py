@@ -166,6 +166,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _add_predict(p: argparse.ArgumentParser) -> None:
     from napari_unet.core.postprocess import MIN_SIZE_PX, THRESHOLD
+    from napari_unet.core.predict import PredictConfig
     from napari_unet.core.stitch import STITCH_THRESHOLD
 
     p.add_argument("model", help="model file (.safetensors) or bioimage.io package (.zip)")
@@ -184,8 +185,10 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="tiles per forward pass (default: from memory)")
     p.add_argument(
         "--tta",
-        action="store_true",
-        help="average the 8 flips/rotations: 8x slower, ~+0.03 AP@0.5 on real nuclei",
+        action=argparse.BooleanOptionalAction,
+        default=PredictConfig.tta,
+        help="average the 8 flips/rotations (default: on; +0.03-0.05 AP@0.5 on real "
+        "images; --no-tta predicts ~4x faster on a CPU)",
     )
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")

@@ -170,7 +170,7 @@ class ChunkJob:
     tile_size: int | None = None
     batch_size: int | None = None
     device: str = "auto"
-    tta: bool = False
+    tta: bool = True  # as `PredictConfig.tta`
     threshold: float = postprocess.THRESHOLD
     split_merged: bool = True
     diameter_px: float | None = None  # for splitting; None: measured per chunk

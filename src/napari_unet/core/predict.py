@@ -32,7 +32,11 @@ class PredictConfig:
     tile_size: int | None = None  # input tile edge, pixels
     batch_size: int | None = None
     device: str = AUTO
-    tta: bool = False  # average over the 8 flips/rotations (8x slower)
+    # Average over the 8 flips/rotations: on by default since it raised AP@0.5 on every
+    # real set measured (README, Predict: stained RGB fine-tuned 0.740 -> 0.769 over 4
+    # models, phase-contrast starter 0.806 -> 0.856, nuclei starter 0.779 -> 0.807), at
+    # about 4x the prediction time on a CPU. Off: `--no-tta`, or the dock's box.
+    tta: bool = True
     threshold: float = postprocess.THRESHOLD
     min_size_px: int = postprocess.MIN_SIZE_PX
     split_merged: bool = True  # seeded watershed (`postprocess.to_instances`)

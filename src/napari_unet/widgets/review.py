@@ -45,6 +45,7 @@ from napari_unet.widgets.predict import (
     labels_name,
     model_file_for,
     model_sources,
+    starter_for_layer,
 )
 
 UNCERTAINTY_SUFFIX = " U-Net uncertainty"
@@ -148,6 +149,7 @@ class ReviewDock(Dock):
         self.model_combo.currentTextChanged.connect(
             lambda s: self.model_path.setEnabled(s == FILE)
         )
+        self.image_combo.currentTextChanged.connect(self._starter_for_image)
         self.listen(self.viewer.layers.events.inserted, self._refresh)
         self.listen(self.viewer.layers.events.removed, self._refresh)
         self._disconnect_session = _session.on_model_changed(self._refresh)
@@ -169,7 +171,11 @@ class ReviewDock(Dock):
         if f"{image} annotations" in labels and not self.annotations_combo.currentText():
             self.annotations_combo.setCurrentText(f"{image} annotations")
         fill_combo(self.model_combo, model_sources())
+        self._starter_for_image()
         self.model_path.setEnabled(self.model_combo.currentText() == FILE)
+
+    def _starter_for_image(self, *_args) -> None:
+        starter_for_layer(self.model_combo, self._image())
 
     def _image(self):
         return layer_named(self.viewer, self.image_combo.currentText())
