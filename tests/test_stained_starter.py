@@ -67,3 +67,25 @@ def test_the_best_starter_for_stained_rgb_is_the_stained_one(stained_crop):
     chosen, scores = choose_start(starters, data, TrainConfig(device="cpu"))
     assert chosen == starters[2]
     assert scores["stained_starter.safetensors"] > scores["starter.safetensors"]
+
+
+def test_cli_predicts_with_a_shipped_starter_named_by_its_key(stained_crop, tmp_path, capsys):
+    """`predict stained ...` needs no path into the installed package; the gray nuclei
+    starter on an RGB folder skips the colour file with a message naming the way out."""
+    from napari_unet._cli import main
+
+    image, truth = stained_crop
+    folder = tmp_path / "in"
+    io.write(folder / "stained.tif", image)
+    io.write(folder / "gray.tif", image.mean(axis=-1).astype(np.uint8))
+    assert (
+        main(["predict", "stained", str(folder / "stained.tif"), "-o", str(tmp_path / "l.tif")])
+        == 0
+    )
+    labels = io.read(tmp_path / "l.tif")
+    assert metrics.average_precision(truth, labels, (0.5,))[0] > AP50_MIN
+    assert main(["predict", "starter", str(folder), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "stained.tif" in err and "Stained RGB starter" in err and "predict stained" in err
+    assert (tmp_path / "out" / "gray_labels.tif").is_file()
+    assert not (tmp_path / "out" / "stained_labels.tif").exists()

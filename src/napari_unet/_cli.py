@@ -92,6 +92,20 @@ def main(argv: list[str] | None = None) -> int:
 # runs it and returns the exit code. Import torch-heavy modules inside `_cmd_<name>`.
 
 
+def _model_file(value: str) -> str:
+    """A model argument: a file, or the key of a shipped model ('starter', 'phase',
+    'stained') when no file of that name is here."""
+    from pathlib import Path
+
+    from napari_unet.models import shipped_by_key
+
+    shipped = shipped_by_key(value)
+    return str(shipped.path) if shipped is not None and not Path(value).exists() else value
+
+
+SHIPPED_HELP = "'starter', 'phase' or 'stained': a shipped starter"
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     # no choices=: "cuda:1" picks a GPU (`device.resolve_device` checks the name)
     p.add_argument("--device", default=AUTO, help=f"{', '.join(DEVICES)} (default: %(default)s)")
@@ -169,7 +183,11 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     from napari_unet.core.predict import PredictConfig
     from napari_unet.core.stitch import STITCH_THRESHOLD
 
-    p.add_argument("model", help="model file (.safetensors) or bioimage.io package (.zip)")
+    p.add_argument(
+        "model",
+        type=_model_file,
+        help=f"model file (.safetensors) or bioimage.io package (.zip); {SHIPPED_HELP}",
+    )
     p.add_argument(
         "image",
         help="image (tif, png, npy, zarr/OME-Zarr): 2D or a (Z, Y, X) / (T, Y, X) stack; "
@@ -348,6 +366,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--from",
         dest="start",
+        type=_model_file,
         metavar="MODEL",
         help="fine-tune this model file ('starter': the shipped nuclei starter; 'phase': "
         "the shipped phase-contrast starter; 'stained': the shipped stained RGB starter; "
@@ -416,12 +435,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if output.suffix != ".safetensors":
         raise io.InputError(f"{output}: a model file ends in .safetensors")
     device = resolve_device(args.device)
-    from napari_unet.models import shipped_by_key
-
-    shipped = shipped_by_key(args.start) if args.start else None
-    if shipped is not None:
-        args.start = str(shipped.path)
-    elif args.start == AUTO_START:
+    if args.start == AUTO_START:
         args.start = _default_start()
     for start in [args.start] if isinstance(args.start, str) else args.start or []:
         checkpoint.read_metadata(start)  # a bad model file fails before any progress bar
@@ -603,7 +617,11 @@ def _predict_big(
 def _add_export(p: argparse.ArgumentParser) -> None:
     from napari_unet.core.export import DEFAULT_LICENSE
 
-    p.add_argument("model", help="model file (.safetensors) or bioimage.io package to export")
+    p.add_argument(
+        "model",
+        type=_model_file,
+        help=f"model file (.safetensors) or bioimage.io package to export; {SHIPPED_HELP}",
+    )
     p.add_argument("-o", "--output", required=True, help="package to write (NAME.zip)")
     p.add_argument("--name", help="model name shown by the model zoo (default: from NAME)")
     p.add_argument("--description", help="one-sentence description")

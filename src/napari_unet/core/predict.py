@@ -96,8 +96,9 @@ def stack_layout(shape: Sequence[int], channels: int, name: str = "image") -> St
         if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
             raise InputError(
                 f"{name}: the model takes 1 channel but the image has {shape[-1]} "
-                f"(shape {shape} looks like RGB): use a model trained on colour images, or "
-                "pick one channel"
+                f"(shape {shape} looks like RGB): use a model trained on colour images (for "
+                "stained nuclei the shipped 'Stained RGB starter', `predict stained` on the "
+                "command line), or pick one channel"
             )
         if len(shape) == 2:
             return StackLayout(1, shape, None, False)
