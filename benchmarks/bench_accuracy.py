@@ -68,7 +68,8 @@ REAL_CASES = (
 CELLPOSE: dict[str, object] = {"python": None, "minutes": 8.5}  # --cellpose-python
 PHASE_TRAIN, PHASE_TEST = (0, 1), (2, 3, 4, 5)
 IDS: list[str] = []  # --ids: these DSB images instead
-COMPARED: dict[str, list] = {"args": [], "labels": []}  # --compare-predict
+# --compare-predict (repeatable): each variant's `predict` arguments and its labels
+COMPARED: dict[str, list] = {"args": [], "labels": []}
 MIN_PAIRS = 2  # fluorescence images picked for the half-image case touch at least this often
 
 ANNOTATED_SLICES = (4, 11)
@@ -199,8 +200,8 @@ def train_predict(
 ) -> tuple[list[np.ndarray], float]:
     """`napari-unet train` on the pairs, `predict` on each test image; (labels, train s).
 
-    With ``--compare-predict ARGS`` the same model also predicts with ARGS instead,
-    kept in `COMPARED` (a paired comparison, free of run-to-run training noise)."""
+    With ``--compare-predict=ARGS`` (repeatable) the same model also predicts with ARGS
+    instead, kept in `COMPARED` (a paired comparison, free of run-to-run training noise)."""
     pairs, runs = write_case(workdir, name, train_pairs, tests)
     model = workdir / f"{name}.safetensors"
     train_s = 0.0
@@ -214,9 +215,9 @@ def train_predict(
     for src, dst in runs:
         _run(["predict", str(model), str(src), "-o", str(dst), *predict_extra])
         out.append(io.read(dst))
-        if COMPARED["args"]:
-            _run(["predict", str(model), str(src), "-o", str(dst), *COMPARED["args"]])
-            COMPARED["labels"].append(io.read(dst))
+        for variant, labels in zip(COMPARED["args"], COMPARED["labels"], strict=True):
+            _run(["predict", str(model), str(src), "-o", str(dst), *variant])
+            labels.append(io.read(dst))
     return out, train_s
 
 
@@ -271,7 +272,8 @@ def run_real(
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for case in cases:
-            rows, times, compared = [], [], []
+            rows, times = [], []
+            compared: list[list[dict]] = [[] for _ in COMPARED["args"]]
             if case.startswith("phase"):
                 stack, truth = load_phase(root)
                 pairs = [(stack[i], truth[i]) for i in PHASE_TRAIN]
@@ -283,9 +285,11 @@ def run_real(
                         workdir, case, pairs, tests, train_extra, predict_extra
                     )
                 rows = [real_scores(truth[i], p) for i, p in zip(PHASE_TEST, preds, strict=True)]
-                compared = [
-                    real_scores(truth[i], p)
-                    for i, p in zip(PHASE_TEST, COMPARED["labels"], strict=False)
+                compared = [  # empty for cellpose, which predicts once
+                    [real_scores(truth[i], p) for i, p in zip(PHASE_TEST, got, strict=True)]
+                    if got
+                    else []
+                    for got in COMPARED["labels"]
                 ]
                 times = [train_s]
             else:
@@ -312,8 +316,9 @@ def run_real(
                         )
                     pred = preds[0]
                     rows.append(real_scores(bottom_truth, pred))
-                    if COMPARED["labels"]:
-                        compared.append(real_scores(bottom_truth, COMPARED["labels"][-1]))
+                    for rows_of, got in zip(compared, COMPARED["labels"], strict=True):
+                        if got:  # empty for cellpose, which predicts once
+                            rows_of.append(real_scores(bottom_truth, got[-1]))
                     times.append(train_s)
                     print(
                         f"  {case} {image_id}",
@@ -323,11 +328,14 @@ def run_real(
                     )
             results[case] = summarise(rows, times)
             print(case, json.dumps(results[case]), flush=True)
-            if compared:
-                variant = f"{case} {' '.join(COMPARED['args'])}"
-                results[variant] = summarise(compared, times)
-                print(variant, json.dumps(results[variant]), flush=True)
-            COMPARED["labels"].clear()
+            for args, rows_of, got in zip(
+                COMPARED["args"], compared, COMPARED["labels"], strict=True
+            ):
+                if rows_of:
+                    variant = f"{case} {' '.join(args)}"
+                    results[variant] = summarise(rows_of, times)
+                    print(variant, json.dumps(results[variant]), flush=True)
+                got.clear()
     return results
 
 
@@ -361,16 +369,19 @@ def main() -> None:
     parser.add_argument("--ids", nargs="+", default=[], help="real: these DSB image ids")
     parser.add_argument(
         "--compare-predict",
-        default="",
+        action="append",
+        default=[],
         metavar="ARGS",
-        help="real: also predict with these `predict` arguments on the same models",
+        help="real: also predict with these `predict` arguments on the same models "
+        "(repeatable; write --compare-predict=--no-tta)",
     )
     parser.add_argument(
         "--cellpose-python", metavar="PY", help="real: python of a venv with 'cellpose<4'"
     )
     args = parser.parse_args()
     IDS[:] = args.ids
-    COMPARED["args"] = args.compare_predict.split()
+    COMPARED["args"] = [variant.split() for variant in args.compare_predict]
+    COMPARED["labels"] = [[] for _ in COMPARED["args"]]
     CELLPOSE["python"] = args.cellpose_python
     CELLPOSE["minutes"] = args.max_minutes or CELLPOSE["minutes"]
     if args.real:

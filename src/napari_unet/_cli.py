@@ -205,7 +205,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         "--tta",
         action=argparse.BooleanOptionalAction,
         default=PredictConfig.tta,
-        help="average the 8 flips/rotations (default: on; +0.03-0.05 AP@0.5 on real "
+        help="average the 8 flips/rotations (default: on; +0.02-0.05 AP@0.5 on real "
         "images; --no-tta predicts ~4x faster on a CPU)",
     )
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")

@@ -32,10 +32,12 @@ class PredictConfig:
     tile_size: int | None = None  # input tile edge, pixels
     batch_size: int | None = None
     device: str = AUTO
-    # Average over the 8 flips/rotations: on by default since it raised AP@0.5 on every
-    # real set measured (README, Predict: stained RGB fine-tuned 0.740 -> 0.769 over 4
-    # models, phase-contrast starter 0.806 -> 0.856, nuclei starter 0.779 -> 0.807), at
-    # about 4x the prediction time on a CPU. Off: `--no-tta`, or the dock's box.
+    # Average over the 8 flips/rotations: on by default since it raised AP@0.5 on the real
+    # sets measured with the same models both ways (README, TTA by default: stained RGB
+    # fine-tuned 0.737 -> 0.768 over 5 runs, phase contrast fine-tuned 0.827 -> 0.865,
+    # the nuclei starter 0.779 -> 0.807; fine-tuned fluorescence +0.018 over 3 runs but
+    # fewer touching pairs separated), at about 4x the prediction time on a CPU.
+    # Off: `--no-tta`, or the dock's box.
     tta: bool = True
     threshold: float = postprocess.THRESHOLD
     min_size_px: int = postprocess.MIN_SIZE_PX

@@ -117,7 +117,7 @@ class PredictDock(Dock):
         self.tta.setChecked(default_tta())
         self.tta.setToolTip(
             "Predict each tile in its 8 flips/rotations and average (on by default): on "
-            "real images +0.03-0.05 AP@0.5; untick for ~4x faster prediction on a CPU "
+            "real images +0.02-0.05 AP@0.5; untick for ~4x faster prediction on a CPU "
             "(README, Predict)"
         )
         self.threshold = QDoubleSpinBox()
