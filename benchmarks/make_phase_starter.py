@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from _real import load_phase
-from make_starter_model import record_scores, starter_parser, train_starter
+from make_starter_model import record_scores, save_starter, starter_parser, train_starter
 from napari_unet.core import checkpoint, metrics
 from napari_unet.core.events import run_to_end
 from napari_unet.core.predict import PredictConfig, prediction_job
@@ -60,14 +60,13 @@ def main() -> None:
         result = train_starter(
             pairs, args.output, args.max_minutes, args.steps, args.start, select_by="iou"
         )
-        result.metadata["starter"] = {
+        record = {
             "data": "usiigaci phase contrast (github.com/oist/Usiigaci), manual outlines",
             "licence": "MIT, Copyright (c) 2018 Okinawa Institute of Science & Technology",
             "training_slices": list(TRAIN_SLICES),
             "held_out": "slices 0-5 (the benchmarks' images, never trained on)",
-            "continued_from": args.start and Path(args.start).name,
         }
-        result.trained().save(args.output)
+        save_starter(result, args.output, args.start, record)
     record_scores(args.output, score(args.root, args.output))
 
 

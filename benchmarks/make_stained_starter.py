@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from _real import dsb_index
-from make_starter_model import record_scores, starter_parser, train_starter
+from make_starter_model import (
+    hardest_last,
+    record_scores,
+    save_starter,
+    starter_parser,
+    train_starter,
+)
 from napari_unet.core import checkpoint, io, metrics
 from napari_unet.core.events import run_to_end
 from napari_unet.core.predict import PredictConfig, prediction_job
@@ -48,10 +54,7 @@ def pairs(root: str) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
     for i in ids:
         image, labels = _read(root, i)
         out.append((np.moveaxis(image, -1, 0)[None], labels[None]))  # one (1, C, Y, X) slice
-    last = max(range(len(out)), key=lambda k: metrics.touching_pairs_separated(
-        out[k][1][0], out[k][1][0])[1])  # fmt: skip
-    out.append(out.pop(last))
-    ids.append(ids.pop(last))
+    hardest_last(out, ids)
     return out, ids
 
 
@@ -80,14 +83,13 @@ def main() -> None:
         result = train_starter(
             data, args.output, args.max_minutes, args.steps, args.start, channels=3
         )
-        result.metadata["starter"] = {
+        record = {
             "data": "DSB2018 stage-1 train (BBBC038, CC0), community-fixed masks",
             "class": CLASS,
             "training_ids": ids,
             "held_out": "every 5th image sorted by id (never trained on)",
-            "continued_from": args.start and Path(args.start).name,
         }
-        result.trained().save(args.output)
+        save_starter(result, args.output, args.start, record)
     record_scores(args.output, score(args.root, args.output))
 
 

@@ -60,14 +60,22 @@ def crops(root: str, seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]]
         if labels[window].any():
             pairs.append((image[window], labels[window]))
             ids.append(entry.id)
-    # The hold-out is the last slice: make it the crop with the most touching nuclei, so
-    # the kept weights are chosen on what is hard (an easy crop scores 1.0 from step 0).
-    last = max(
-        range(len(pairs)), key=lambda i: metrics.touching_pairs_separated(*[pairs[i][1]] * 2)[1]
-    )
+    hardest_last(pairs, ids)
+    return pairs, ids
+
+
+def hardest_last(pairs: list[tuple[np.ndarray, np.ndarray]], ids: list[str]) -> None:
+    """Move the pair with the most touching nuclei (and its id) to the end. The last pair
+    holds the validation slice, so the kept weights are chosen on what is hard (an easy
+    crop scores 1.0 from step 0). Labels are (Y, X) or one (1, Y, X) slice."""
+
+    def touching(k: int) -> int:
+        labels = pairs[k][1].reshape(pairs[k][1].shape[-2:])
+        return metrics.touching_pairs_separated(labels, labels)[1]
+
+    last = max(range(len(pairs)), key=touching)
     pairs.append(pairs.pop(last))
     ids.append(ids.pop(last))
-    return pairs, ids
 
 
 def score(
@@ -142,15 +150,21 @@ def train_starter(
 def make(root: str, output: Path, max_minutes: float, steps: int, start: str | None) -> None:
     pairs, ids = crops(root)
     result = train_starter(pairs, output, max_minutes, steps, start)
-    result.metadata["starter"] = {
+    record = {
         "data": "DSB2018 stage-1 train (BBBC038, CC0), community-fixed masks",
         "training_ids": ids,
         "crop_px": CROP_PX,
         "held_out": f"every {5}th image sorted by id (never trained on)",
-        "continued_from": start and Path(start).name,
     }
-    result.trained().save(output)
+    save_starter(result, output, start, record)
     print(f"saved {output}", flush=True)
+
+
+def save_starter(result: TrainResult, output: Path, start: str | None, record: dict) -> None:
+    """Save the trained starter with what it was trained on (``record``) and the model it
+    continued from in its metadata ("starter")."""
+    result.metadata["starter"] = {**record, "continued_from": start and Path(start).name}
+    result.trained().save(output)
 
 
 def starter_parser(doc: str, holds: str, output: Path) -> argparse.ArgumentParser:
