@@ -31,6 +31,7 @@ from napari_unet.core import postprocess
 from napari_unet.core.events import Done
 from napari_unet.core.io import InputError
 from napari_unet.core.normalize import PERCENTILES, normalize
+from napari_unet.core.predict import PredictConfig
 
 DEFAULT_CHUNK_PX = 2048  # chunk edge: a few hundred MB of working memory, ~15% halo
 LABEL_OVERLAP_PX = 16  # the labelling sees this far past a chunk (watershed growth, gaps)
@@ -170,7 +171,7 @@ class ChunkJob:
     tile_size: int | None = None
     batch_size: int | None = None
     device: str = "auto"
-    tta: bool = True  # as `PredictConfig.tta`
+    tta: bool = PredictConfig.tta
     threshold: float = postprocess.THRESHOLD
     split_merged: bool = True
     diameter_px: float | None = None  # for splitting; None: measured per chunk

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 
 from napari_unet.core import postprocess
 from napari_unet.core.io import InputError
+from napari_unet.core.predict import PredictConfig
 from napari_unet.core.presets import AUTO
 from napari_unet.core.stitch import STITCH_THRESHOLD
 from napari_unet.widgets import _session
@@ -75,12 +76,6 @@ def model_file_for(source: str, typed: str) -> str:
 PREDICTION_JOB = core_job("napari_unet.core.predict:prediction_job")
 
 
-def default_tta() -> bool:
-    from napari_unet.core.predict import PredictConfig
-
-    return PredictConfig.tta
-
-
 def starter_for_layer(combo, layer) -> None:
     """Between shipped starters only: an RGB layer gets the stained RGB starter, a gray
     one the nuclei starter back (a gray model cannot take colour, nor the reverse). The
@@ -114,7 +109,7 @@ class PredictDock(Dock):
         self.tile_size.setSpecialValueText(AUTO)
         self.tile_size.setToolTip("Input tile edge in pixels; auto = from free memory")
         self.tta = QCheckBox("Average flips/rotations (TTA, ~4x slower on a CPU)")
-        self.tta.setChecked(default_tta())
+        self.tta.setChecked(PredictConfig.tta)
         self.tta.setToolTip(
             "Predict each tile in its 8 flips/rotations and average (on by default): on "
             "real images +0.02-0.05 AP@0.5; untick for ~4x faster prediction on a CPU "
@@ -242,8 +237,6 @@ class PredictDock(Dock):
     # --- run -------------------------------------------------------------------------
 
     def config(self, time_lapse: bool = False):
-        from napari_unet.core.predict import PredictConfig
-
         link = self.link_z.isChecked() and not time_lapse
         return PredictConfig(
             stitch_threshold=self.stitch_threshold.value() if link else 0.0,
