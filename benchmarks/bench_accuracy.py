@@ -39,7 +39,7 @@ pairs separated (pooled), training seconds.
 
     python benchmarks/bench_accuracy.py --real /work/shared/data/real --cases fluo phase
         [--images 4] [--train-args "--classes 3"] [--json benchmarks/out/real.json]
-        [--compare-predict "--no-tta"]
+        [--compare-predict=--no-tta ...] (the same models predicted another way too)
 """
 
 from __future__ import annotations
