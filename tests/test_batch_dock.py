@@ -70,3 +70,33 @@ def test_cancel_stops_the_batch_between_files(dock, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not panel.jobs.busy, timeout=60000)
     assert panel.status.text().startswith("Cancelled")
     assert 1 <= len(list((tmp_path / "out").glob("*_labels.tif"))) < 12
+
+
+def test_a_folder_of_gray_and_colour_images_runs_with_the_two_shipped_starters(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """The nuclei starter cannot take RGB: the colour file of the folder goes to the
+    stained RGB starter (its labels those of predicting with it), and the dock says so."""
+    from pathlib import Path
+
+    from napari_unet.core.events import run_to_end
+    from napari_unet.core.predict import prediction_job
+    from napari_unet.models import STARTER_KEY, shipped_by_key, stained_starter_model_path
+
+    data = Path(__file__).with_name("data")
+    image = io.read(data / "dsb2018_aa58ba45_crop.tif")
+    folder = tmp_path / "plate"
+    io.write(folder / "stained.tif", image)
+    io.write(folder / "gray.tif", image.mean(axis=-1).astype("uint8"))
+    dock = PredictDock(make_napari_viewer())
+    dock.model_combo.setCurrentText(shipped_by_key(STARTER_KEY).title)
+    panel = dock.batch
+    panel.folder.setText(str(folder))
+    _run_and_wait(panel, qtbot)
+    assert "2 predicted (1 with the Stained RGB starter), 0 already done, 0 failed" in (
+        panel.status.text()
+    )
+    expected = run_to_end(prediction_job(stained_starter_model_path(), image, dock.config()))
+    got = io.read(folder / "unet_labels" / "stained_labels.tif")
+    assert expected.labels.max() > 5 and _same_partition(got, expected.labels)
+    assert io.read(folder / "unet_labels" / "gray_labels.tif").max() > 0

@@ -147,9 +147,11 @@ def test_three_class_round_trip_grows_interiors_over_their_borders(cells_2d):
 
 
 def test_h_maxima_by_part_equals_h_maxima_over_the_whole_image():
-    """Seeds for splitting come from each connected part alone (10x faster on sparse
-    nuclei): the same maxima as skimage over the whole image, including a part too low
-    to hold any, a part on the image border and an empty image."""
+    """Seeds for splitting come from each connected part alone, and a part with one
+    maximum skips the reconstruction: the same maxima as skimage over the whole image,
+    on the smoothed distance (parts of many cells) and on it cut to the cells (one part
+    per cell or fused group), including a part too low to hold any, a part on the image
+    border and an empty image."""
     from skimage.morphology import h_maxima
 
     from napari_unet.core.postprocess import h_maxima_by_part
@@ -158,10 +160,13 @@ def test_h_maxima_by_part_equals_h_maxima_over_the_whole_image():
     cores = labels > 0
     cores[:40, :40] = False
     cores[10:13, 10:13] = True  # a small part: its peak is lower than h
-    distance = ndi.gaussian_filter(ndi.distance_transform_edt(cores), 1.5)
-    for h in (0.5, 1.5, 4.0):
-        expected = h_maxima(distance, h)
-        assert expected.any()
-        assert np.array_equal(h_maxima_by_part(distance, h), expected)
+    smooth = ndi.gaussian_filter(ndi.distance_transform_edt(cores), 1.5)
+    for distance in (smooth, np.where(cores, smooth, 0.0)):
+        for h in (0.5, 1.5, 4.0):
+            expected = h_maxima(distance, h)
+            assert expected.any()
+            assert np.array_equal(h_maxima_by_part(distance, h), expected)
+    assert h_maxima_by_part(np.where(cores, smooth, 0.0), 0.5)[10:13, 10:13].any()
+    assert not h_maxima_by_part(np.where(cores, smooth, 0.0), 1.5)[10:13, 10:13].any()
     empty = np.zeros((32, 32))
     assert not h_maxima_by_part(empty, 1.0).any()

@@ -71,7 +71,8 @@ def test_the_best_starter_for_stained_rgb_is_the_stained_one(stained_crop):
 
 def test_cli_predicts_with_a_shipped_starter_named_by_its_key(stained_crop, tmp_path, capsys):
     """`predict stained ...` needs no path into the installed package; the gray nuclei
-    starter on an RGB folder skips the colour file with a message naming the way out."""
+    starter on one RGB file says the way out; on a folder of gray and colour files it
+    hands the colour one to the stained starter and says so."""
     from napari_unet._cli import main
 
     image, truth = stained_crop
@@ -84,8 +85,15 @@ def test_cli_predicts_with_a_shipped_starter_named_by_its_key(stained_crop, tmp_
     )
     labels = io.read(tmp_path / "l.tif")
     assert metrics.average_precision(truth, labels, (0.5,))[0] > AP50_MIN
-    assert main(["predict", "starter", str(folder), "-o", str(tmp_path / "out")]) == 1
+    capsys.readouterr()
+    one = ["predict", "starter", str(folder / "stained.tif"), "-o", str(tmp_path / "g.tif")]
+    assert main(one) == 2
     err = capsys.readouterr().err
-    assert "stained.tif" in err and "Stained RGB starter" in err and "predict stained" in err
-    assert (tmp_path / "out" / "gray_labels.tif").is_file()
-    assert not (tmp_path / "out" / "stained_labels.tif").exists()
+    assert "Stained RGB starter" in err and "predict stained" in err
+    assert main(["predict", "starter", str(folder), "-o", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "stained.tif" in err and "predicted with the Stained RGB starter" in err
+    assert "gray.tif has other channels" not in err
+    assert np.array_equal(io.read(tmp_path / "out" / "stained_labels.tif"), labels)
+    gray = io.read(tmp_path / "out" / "gray_labels.tif")
+    assert gray.ndim == 2 and gray.max() > 0

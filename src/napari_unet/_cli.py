@@ -581,6 +581,12 @@ def _predict_big(
             bar.update(1)
             if event.error:
                 tqdm.write(f"napari-unet predict: skipped {event.path}: {event.error}", sys.stderr)
+            elif event.switched_to:
+                tqdm.write(
+                    f"napari-unet predict: {event.path} has other channels than the model "
+                    f"chosen: predicted with the {event.switched_to}",
+                    sys.stderr,
+                )
 
     current = [args.image]
     with contextlib.ExitStack() as stack:

@@ -46,6 +46,9 @@ class FileDone:
     summary: dict | None = None
     skipped: bool = False
     error: str | None = None
+    # the shipped starter that predicted this file instead of the one chosen, whose
+    # channels did not fit it (`models.colour_counterpart`)
+    switched_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,7 @@ def predict_files(
 
     model_file = None if isinstance(model, tuple) else model
     pair = model if isinstance(model, tuple) else checkpoint.load(model)
+    other = _Counterpart(model_file, options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = read_summary(out_dir / SUMMARY_NAME)
@@ -250,16 +254,72 @@ def predict_files(
                 else None
             )
             try:
-                summary = yield from predict_file(pair, path, output, options, fg, model_file)
+                use = other.instead_for(path, pair)
+                summary = yield from predict_file(
+                    pair if use is None else use.pair,
+                    path,
+                    output,
+                    options,
+                    fg,
+                    model_file if use is None else use.path,
+                )
             except InputError as exc:
                 done = FileDone(i, len(inputs), path, output, error=str(exc))
             else:
                 rows[path.name] = {"image": path.name, "labels": output.name, **summary}
                 write_summary(out_dir / SUMMARY_NAME, rows)
-                done = FileDone(i, len(inputs), path, output, rows[path.name])
+                switched = None if use is None else use.title
+                done = FileDone(
+                    i, len(inputs), path, output, rows[path.name], switched_to=switched
+                )
         results.append(done)
         yield done
     return results
+
+
+class _Counterpart:
+    """The other shipped starter (`models.colour_counterpart`), loaded on first use, for
+    the files of a folder whose channels the chosen shipped starter cannot take: a plate
+    of stained RGB and gray fluorescence images runs in one go."""
+
+    def __init__(self, model_file: str | Path | None, options: Options) -> None:
+        from napari_unet.models import colour_counterpart
+
+        custom = options.axes not in (None, "YX") or options.channels is not None
+        self.shipped = None if model_file is None or custom else colour_counterpart(model_file)
+        self.pair: tuple | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.shipped.path
+
+    @property
+    def title(self) -> str:
+        return self.shipped.title
+
+    def instead_for(self, path: Path, pair: tuple) -> _Counterpart | None:
+        """Itself when ``path`` does not fit ``pair``'s channels but fits the other's."""
+        from napari_unet.core import checkpoint
+
+        if self.shipped is None:
+            return None
+        shape = bigio.open_image(path).shape
+        if _fits(shape, pair[0], path):
+            return None
+        if self.pair is None:
+            self.pair = checkpoint.load(self.shipped.path)
+        return self if _fits(shape, self.pair[0], path) else None
+
+
+def _fits(shape: tuple[int, ...], net: Any, path: Path) -> bool:
+    """Whether an image of ``shape`` has the channels ``net`` takes."""
+    from napari_unet.core.predict import stack_layout
+
+    try:
+        stack_layout(shape, int(net.config["in_channels"]), str(path))
+    except InputError:
+        return False
+    return True
 
 
 def read_summary(path: Path) -> dict[str, dict]:

@@ -151,19 +151,32 @@ def _shifted(padded: np.ndarray, dy: int, dx: int, pad: int) -> np.ndarray:
 
 def h_maxima_by_part(image: np.ndarray, h: float) -> np.ndarray:
     """`skimage.morphology.h_maxima` of a non-negative image, computed on each connected
-    part of ``image > 0`` alone (cropped, with a border of zeros).
+    part of ``image > 0`` alone.
 
     The same maxima as over the whole image: parts are separated by zeros, across which
-    the reconstruction carries nothing above 0, and a part lower than ``h`` holds none
-    either way. Far cheaper where cells are sparse: the reconstruction sorts every pixel
-    it is given (20 of 48 s on a 13 Mpx image, whole).
+    the reconstruction carries nothing above 0. A part with one regional maximum keeps
+    it when the part stands at least ``h`` high and holds none otherwise, so only parts
+    with several maxima (fused cells) need the reconstruction, which sorts every pixel
+    it is given (4,761 dense synthetic cells, 2048x2048: 0.3 s instead of 5.7 s).
     """
-    from skimage.morphology import h_maxima
+    from skimage.morphology import h_maxima, local_maxima
 
-    out = np.zeros(image.shape, dtype=np.uint8)
-    parts, _ = ndi.label(image > 0, structure=np.ones((3, 3), dtype=bool))
-    for index, box in enumerate(ndi.find_objects(parts), start=1):
-        inside = parts[box] == index
+    full = np.ones((3, 3), dtype=bool)
+    parts, n = ndi.label(image > 0, structure=full)
+    peaks, m = ndi.label(local_maxima(image, connectivity=2) & (parts > 0), structure=full)
+    if not m:
+        return np.zeros(image.shape, dtype=np.uint8)
+    at = np.flatnonzero(peaks)  # a part's single maximum is its highest value
+    part_of_peak = np.zeros(m + 1, dtype=np.intp)
+    height = np.zeros(n + 1, dtype=image.dtype)
+    part_of_peak[peaks.flat[at]] = parts.flat[at]
+    height[parts.flat[at]] = image.flat[at]
+    n_peaks = np.bincount(part_of_peak[1:], minlength=n + 1)
+    out = ((peaks > 0) & ((n_peaks == 1) & (height >= h))[parts]).astype(np.uint8)
+    boxes = ndi.find_objects(parts)
+    for part in np.flatnonzero(n_peaks > 1):
+        box = boxes[part - 1]
+        inside = parts[box] == part
         crop = np.pad(np.where(inside, image[box], 0), 1)
         out[box] |= h_maxima(crop, h)[1:-1, 1:-1] & inside
     return out
@@ -176,13 +189,17 @@ def _split_merged(cores: np.ndarray, grow_into: np.ndarray, diameter: float) -> 
     `MIN_SIZE_PX` pixels; smaller ones are dropped before they grow: on real nuclei these
     are slivers, not cells (growing them lowered AP@0.5 by 0.01-0.02). The rule does not
     depend on ``min_size``, so a chunk (labelled with ``min_size`` 1, small objects
-    removed after stitching) gets what the whole image gets.
+    removed after stitching) gets what the whole image gets. Maxima are sought in each
+    core alone (the smoothed distance is cut to the cores): where the smoothing bridged
+    the gaps, touching cores made one large part whose reconstruction sorted every
+    pixel of it (the same scores on 20 real nuclei halves and 4 phase-contrast images).
     """
     from skimage.segmentation import watershed
 
     distance = ndi.distance_transform_edt(cores > 0)
     distance = ndi.gaussian_filter(distance, max(1.0, diameter / SPLIT_SMOOTH_DIAMETERS))
-    seeds, n = ndi.label(h_maxima_by_part(distance, max(0.3, SPLIT_H_PER_DIAMETER * diameter)))
+    h = max(0.3, SPLIT_H_PER_DIAMETER * diameter)
+    seeds, n = ndi.label(h_maxima_by_part(np.where(cores > 0, distance, 0.0), h))
     unseeded = (cores > 0) & ~np.isin(cores, np.unique(cores[seeds > 0]))
     if unseeded.any():
         big = np.flatnonzero(np.bincount(cores[unseeded]) >= MIN_SIZE_PX)

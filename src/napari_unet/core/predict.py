@@ -90,6 +90,11 @@ class StackLayout:
     is_stack: bool
 
 
+COLOUR_HINT = (
+    "for stained nuclei the shipped 'Stained RGB starter', `predict stained` on the command line"
+)
+
+
 def stack_layout(shape: Sequence[int], channels: int, name: str = "image") -> StackLayout:
     """(Y, X) / (N, Y, X) for one channel; (Y, X, C) / (C, Y, X) / (N, C, Y, X) / (N, Y, X, C)
     for ``channels`` > 1. Checks the shape only, so lazy arrays stay unread."""
@@ -98,9 +103,8 @@ def stack_layout(shape: Sequence[int], channels: int, name: str = "image") -> St
         if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
             raise InputError(
                 f"{name}: the model takes 1 channel but the image has {shape[-1]} "
-                f"(shape {shape} looks like RGB): use a model trained on colour images (for "
-                "stained nuclei the shipped 'Stained RGB starter', `predict stained` on the "
-                "command line), or pick one channel"
+                f"(shape {shape} looks like RGB): use a model trained on colour images "
+                f"({COLOUR_HINT}), or pick one channel"
             )
         if len(shape) == 2:
             return StackLayout(1, shape, None, False)
@@ -339,12 +343,14 @@ def prediction_job(
 
 
 def check_channels(model_channels: int, image_channels: int, name: str, detail: str = "") -> None:
-    """One message naming both counts when a model meets an image of another channel count."""
+    """One message naming both counts when a model meets an image of another channel count
+    (and the shipped starter for colour when a gray model meets RGB)."""
     if model_channels != image_channels:
+        hint = f" ({COLOUR_HINT})" if model_channels == 1 and image_channels in (3, 4) else ""
         raise InputError(
             f"{name}: the model takes {model_channels} channel(s) but the image has "
             f"{image_channels}{detail}; pick {model_channels} channel(s) (CLI --channels) "
-            "or use a model trained on such images"
+            f"or use a model trained on such images{hint}"
         )
 
 

@@ -69,3 +69,14 @@ def shipped_by_title(title: str) -> Shipped | None:
 def shipped_by_key(key: str) -> Shipped | None:
     """The shipped model named ``key`` (`napari-unet train --from`, the Train dock)."""
     return next((m for m in SHIPPED if m.key == key), None)
+
+
+def colour_counterpart(path: str | Path) -> Shipped | None:
+    """For a folder mixing gray and colour images: the shipped starter for the other kind
+    (the stained RGB starter for the nuclei starter, and back); None for any other model
+    (a gray model cannot take colour, nor the reverse)."""
+    other = {STARTER_KEY: STAINED_KEY, STAINED_KEY: STARTER_KEY}
+    path = Path(path).resolve()
+    model = next((m for m in SHIPPED if m.key in other and m.path.resolve() == path), None)
+    counterpart = None if model is None else shipped_by_key(other[model.key])
+    return counterpart if counterpart is not None and counterpart.path.is_file() else None

@@ -1,12 +1,14 @@
 """Predict dock's batch mode: every image of a folder into labels files and summary.csv.
 
-Runs `core.batch.predict_files` in a worker thread with the dock's model and settings;
+Runs `core.batch.predict_files` in a worker thread with the dock's model and settings (a
+shipped nuclei or stained starter hands colour or gray files it cannot take to the other);
 shows the file being predicted, its tiles, and an overall bar; Cancel stops after the
 current batch of tiles (finished files stay written, a re-run skips them).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -147,10 +149,12 @@ class BatchPanel(QGroupBox):
         failed = sum(1 for r in self._results if r.error)
         skipped = sum(1 for r in self._results if r.skipped)
         done = len(self._results) - failed - skipped
+        switched = Counter(r.switched_to for r in self._results if r.switched_to)
         if self._results or self._cancelled:
             stop = "Cancelled: " if self._cancelled else ""
+            others = "".join(f" ({n} with the {title})" for title, n in switched.items())
             self.status.setText(
-                f"{stop}{done} predicted, {skipped} already done, {failed} failed: "
+                f"{stop}{done} predicted{others}, {skipped} already done, {failed} failed: "
                 f"{Path(self.out_dir()) / 'summary.csv'}"
             )
         self.run_button.setEnabled(True)
