@@ -144,8 +144,8 @@ def test_resume_state_round_trips_optimizer_momentum_without_pickle(tmp_path):
         )
         assert path.name == "m.resume.safetensors"
         assert b"pickle" not in path.read_bytes()[:8] and path.read_bytes()[8:9] == b"{"
-        weights, state, info = checkpoint.load_resume(path)
-        assert info == {"steps_done": 2}
+        weights, state, info, anchor = checkpoint.load_resume(path)
+        assert info == {"steps_done": 2} and anchor == {}
         twin = UNet(base_channels=4, depth=2, padding="same", dropout=0.0)
         twin.load_state_dict(weights)
         again = make(twin.parameters())

@@ -103,6 +103,31 @@ def test_resume_state_saved_beside_the_model_loads_back(tmp_path, cells_data):
     assert again.resume.optimizer["state"][0]["step"] == 5
 
 
+def test_a_resumed_run_keeps_its_anchor_on_the_first_start(tmp_path, cells_data):
+    """Fine-tuning a saved model is anchored to it; Stop, save, Resume: the continuation
+    is still pulled toward that first start, not toward the model it resumes."""
+    torch.manual_seed(0)
+    _, start = _events(train(cells_data, _config(steps=5), net=UNet(**TINY)))
+    start_file = start.trained().save(tmp_path / "start.safetensors")
+    first_weights = checkpoint.load(start_file)[0].state_dict()
+    # an explicit anchor stays on (the default lets go of a start this unfit)
+    _, first = _events(train(cells_data, _config(steps=20, lr=5e-3, anchor=1.0), net=start_file))
+    assert first.metadata["training"]["anchor"] > 0
+    resumed_file = first.trained().save(tmp_path / "tuned.safetensors")
+    state = ResumeState.load(checkpoint.resume_path(resumed_file))
+    assert state.anchor == first.metadata["training"]["anchor"]
+    assert state.anchor_to.keys() == dict(UNet(**TINY).named_parameters()).keys()
+    for name, value in state.anchor_to.items():
+        assert torch.equal(value, first_weights[name])
+    tuned = checkpoint.load(resumed_file)[0].state_dict()
+    assert any(not torch.equal(tuned[k], first_weights[k]) for k in state.anchor_to)
+    _, again = _events(train(cells_data, _config(steps=3), net=resumed_file, resume=state))
+    for name, value in again.resume.anchor_to.items():
+        assert torch.equal(value, first_weights[name])  # not the resumed model's weights
+    _, fresh = _events(train(cells_data, _config(steps=3), net=UNet(**TINY)))
+    assert fresh.resume.anchor_to is None  # a new model has no anchor
+
+
 def test_fine_tuning_says_when_the_starting_model_stays_best(tmp_path, cells_data):
     torch.manual_seed(0)
     _, first = _events(train(cells_data, _config(steps=20), net=UNet(**TINY)))

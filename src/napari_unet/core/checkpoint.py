@@ -184,11 +184,13 @@ def save_resume(
     weights: dict[str, torch.Tensor],
     optimizer: dict[str, Any],
     info: dict[str, Any] | None = None,
+    anchor: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write the last weights and the optimiser state (safetensors, atomic; never pickle).
 
     A model file keeps the *best* weights; Resume continues from these *last* ones with
-    the optimiser's momentum, so that training goes on where it stopped.
+    the optimiser's momentum, so that training goes on where it stopped. ``anchor``: the
+    weights the run's anchor pulls toward (its first start), kept for the continuation.
     """
     from safetensors.torch import save_file
 
@@ -196,6 +198,9 @@ def save_resume(
     opt_tensors, plain = optimizer_tensors(optimizer)
     tensors = {f"weights.{k}": v.detach().to("cpu").contiguous() for k, v in weights.items()}
     tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
+    tensors.update(
+        {f"anchor.{k}": v.detach().to("cpu").contiguous() for k, v in (anchor or {}).items()}
+    )
     header = {METADATA_KEY: json.dumps({"optimizer": plain, **(info or {})}, allow_nan=False)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
@@ -210,8 +215,9 @@ def save_resume(
 
 def load_resume(
     path: str | Path,
-) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    """(last weights, optimiser state_dict, info) written by `save_resume`."""
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
+    """(last weights, optimiser state_dict, info, anchor weights ({} if none)) written by
+    `save_resume`."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -226,8 +232,9 @@ def load_resume(
         raise CheckpointError(f"{path}: not a readable resume state ({exc})") from exc
     weights = {k[len("weights.") :]: v for k, v in tensors.items() if k.startswith("weights.")}
     opt = {k[len("optimizer.") :]: v for k, v in tensors.items() if k.startswith("optimizer.")}
+    anchor = {k[len("anchor.") :]: v for k, v in tensors.items() if k.startswith("anchor.")}
     plain = meta.pop("optimizer")
-    return weights, optimizer_state(opt, plain), meta
+    return weights, optimizer_state(opt, plain), meta, anchor
 
 
 # New models predict background / cell / cell border: on real nuclei (DSB2018 half-image

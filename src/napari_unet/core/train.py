@@ -176,6 +176,9 @@ class ResumeState:
     steps_done: int
     optimizer_name: str
     anchor: float = 0.0  # the run's anchor, which its continuation keeps
+    # the weights the anchor pulls toward: the first run's start, so a resumed run is
+    # pulled where the uninterrupted one would be (None: no anchor, or an older file)
+    anchor_to: dict[str, torch.Tensor] | None = None
 
     def save(self, path: str | Path) -> Path:
         """Safetensors beside the model (`checkpoint.resume_path`); never pickle."""
@@ -184,13 +187,13 @@ class ResumeState:
             "optimizer_name": self.optimizer_name,
             "anchor": self.anchor,
         }
-        return checkpoint.save_resume(path, self.weights, self.optimizer, info)
+        return checkpoint.save_resume(path, self.weights, self.optimizer, info, self.anchor_to)
 
     @classmethod
     def load(cls, path: str | Path) -> ResumeState:
-        weights, optimizer, info = checkpoint.load_resume(path)
+        weights, optimizer, info, anchor_to = checkpoint.load_resume(path)
         steps, anchor = int(info.get("steps_done", 0)), float(info.get("anchor", 0.0))
-        return cls(weights, optimizer, steps, info["optimizer_name"], anchor)
+        return cls(weights, optimizer, steps, info["optimizer_name"], anchor, anchor_to or None)
 
 
 @dataclass
@@ -562,7 +565,7 @@ class _Run:
         # the anchor's default: on when fine-tuning a saved model; off for a new model, a
         # net passed in memory, or a gray model spread over colour channels (anchored,
         # stained RGB nuclei scored AP@0.5 0.559 against 0.599); a resumed run keeps its
-        # own (pulling toward ``net``, the model it resumes, not the first run's start)
+        # own, pulling toward the first run's start (``ResumeState.anchor_to``)
         anchor = ANCHOR if isinstance(start, (str, Path)) else 0.0
         if "spread_channels" in self.parent:  # a gray model meets colour: it must move
             anchor = 0.0
@@ -571,6 +574,8 @@ class _Run:
         self.config_anchor, self.start_iou = config.anchor, None
         # the starting weights, kept (before any resumed weights) for the anchor's pull
         self.start_weights = [p.detach().clone() for p in net.parameters()] if anchor else []
+        if anchor and resume is not None and resume.anchor_to:
+            self.start_weights = [resume.anchor_to[k].clone() for k, _ in net.named_parameters()]
         if resume is not None:
             net.load_state_dict(resume.weights)  # the last weights, not the best
             config = replace(config, optimizer=resume.optimizer_name)
@@ -633,6 +638,16 @@ class _Run:
         self.result.steps_done = step
         self.history.append([step, round(loss, 5)])
         return Step(step, cfg.steps, loss, lr, self.tile_rate)
+
+    def anchor_to(self) -> dict[str, torch.Tensor] | None:
+        """The anchor's start weights by parameter name, on the CPU (None: no anchor)."""
+        if not self.start_weights:
+            return None
+        names = [name for name, _ in self.net.named_parameters()]
+        return {
+            name: w.detach().to("cpu", copy=True)
+            for name, w in zip(names, self.start_weights, strict=True)
+        }
 
     def release_anchor_if_unfit(self, baseline: Validation) -> Validation:
         """A start model that does not yet find the annotated cells (validation IoU below
@@ -826,6 +841,7 @@ class _Run:
             steps_done=result.steps_done,
             optimizer_name=self.cfg.optimizer,
             anchor=self.cfg.anchor,
+            anchor_to=self.anchor_to(),
         )
         result.kept_start = result.best_step == 0 and self.baseline_due()
         self.update_metadata()
