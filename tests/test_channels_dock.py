@@ -76,6 +76,24 @@ def test_rgb_layer_fine_tunes_the_starter_in_colour_and_predicts(make_napari_vie
     assert out.data.shape == (96, 96) and "Done" in dock.status.text()
 
 
+def test_train_dock_says_what_an_rgb_layer_will_train_on(make_napari_viewer, qtbot):
+    """The "Will train on" line reads an RGB layer as training does (it once said the
+    image was not gray), and counts a few painted cells as sparse painting."""
+    viewer = make_napari_viewer()
+    gray, truth = touching_cells((96, 96), seed=3)
+    rgb = (np.stack([gray, 0.6 * gray, 1.0 - gray], axis=-1).clip(0, 1) * 255).astype(np.uint8)
+    viewer.add_image(rgb, name="stained", rgb=True)
+    painted = np.where(np.isin(truth, np.unique(truth)[1:4]), truth, 0)
+    viewer.add_labels(painted, name="cells")
+    dock = TrainDock(viewer)
+    dock.image_picker.value = viewer.layers["stained"]
+    dock.labels_picker.value = viewer.layers["cells"]
+    dock.refresh_use()
+    qtbot.waitUntil(lambda: "Will train on" in dock.use_label.text(), timeout=10_000)
+    assert "3 cells, 0 background strokes" in dock.use_label.text()
+    assert "sparse" in dock.use_label.text() and "RGB" not in dock.use_label.text()
+
+
 def test_two_image_layers_train_as_channels_and_predict_offers_them_again(
     make_napari_viewer, qtbot
 ):

@@ -244,3 +244,27 @@ def test_cli_trains_with_background_strokes_and_the_unpainted_rule(tmp_path, spa
     training = checkpoint.read_metadata(model)["training"]
     assert training["annotation"].startswith("3 cells, 1 background stroke;")
     assert training["settings"]["unpainted"] == "ignore"
+
+
+def test_describe_use_takes_colour_and_time_lapse_as_training_does():
+    """The Train dock's line on an RGB layer, or a time-lapse of colour frames: what
+    training will use, not a complaint that the image is not gray. Fixture: a crop of
+    DSB2018 aa58ba4512955771 (CC0, tests/data/README.md)."""
+    from pathlib import Path
+
+    from napari_unet.core import io
+    from napari_unet.core.train import _training_data
+
+    data = Path(__file__).with_name("data")
+    image = io.read(data / "dsb2018_aa58ba45_crop.tif")  # (128, 128, 3)
+    truth = io.read(data / "dsb2018_aa58ba45_crop_labels.tif")
+    painted = _paint(truth, np.unique(truth)[1:6])
+    use = describe_use(image, painted)
+    trained = _training_data(image, painted, None, None, None, None, validation_fraction=0)
+    assert trained.images.shape[1] == 3 and use == trained.use
+    assert use.describe().startswith("5 cells, 0 background strokes")
+    frames = np.stack([image, image // 4])  # the second time point bleached
+    both = np.stack([painted, painted])
+    use = describe_use(frames, both, axes="TYXC")
+    trained = _training_data(frames, both, None, "TYXC", None, None, validation_fraction=0)
+    assert use == trained.use and "of 2 slices" in use.describe()

@@ -704,18 +704,49 @@ def _hold_out_cells(
     return _region_of(mask, index, indices, loss_weights)
 
 
+def training_layout(
+    image: np.ndarray,
+    labels: np.ndarray,
+    found: Any,
+    channels: Sequence[int] | None,
+    background: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
+    """(T, Z, C, Y, X) -> what `TrainingData` takes: image (N, [C,] Y, X), labels
+    (N, Y, X), the channel count, and ``background`` laid out as the labels are.
+    ``found``: the image's `core.axes.Axes`."""
+    from napari_unet.core import axes as axes_
+
+    if found.order in ("YX", "ZYX") and channels is None:  # as given: 2D keeps its slice 0
+        return image, labels, 1, background
+    x = axes_.pick_channels(axes_.to_tzcyx(image, found), channels)
+    y = axes_.labels_to_tzyx(as_labels(labels, "labels", max_ndim=4), found)
+    n = x.shape[0] * x.shape[1]
+    if background is not None:
+        bg = axes_.labels_to_tzyx(np.asarray(background) != 0, found)
+        background = bg.reshape(n, *bg.shape[2:])
+    stack = x.reshape(n, *x.shape[2:])
+    image = stack[:, 0] if stack.shape[1] == 1 else stack
+    return image, y.reshape(n, *y.shape[2:]), stack.shape[1], background
+
+
 def describe_use(
     image: np.ndarray,
     labels: np.ndarray,
     regions: Sequence[BoxLike] | None = None,
     background: np.ndarray | None = None,
     unpainted: str = "auto",
-    channels: int = 1,
+    axes: str | None = None,
 ) -> AnnotationUse:
-    """What `TrainingData.from_arrays` would use, without building targets and weights.
+    """What training would use, without building targets and weights.
 
-    Cheap enough to refresh after brush strokes (the Train dock's summary line).
+    Cheap enough to refresh after brush strokes (the Train dock's summary line). The
+    image is laid out (``axes``: `core.axes` letters, None: guessed) and normalised as
+    training does it: RGB and extra channels, each time point of a time-lapse alone.
     """
+    from napari_unet.core import axes as axes_
+
+    found = axes_.parse(axes, np.shape(image))
+    image, labels, channels, background = training_layout(image, labels, found, None, background)
     labels = as_labels(labels, "labels")
     label_stack = labels if labels.ndim == 3 else labels[None]
     strokes = _background_strokes(background, label_stack)
@@ -723,8 +754,8 @@ def describe_use(
     used, indices = _training_region(label_stack, boxes, strokes)
     if not indices:
         return AnnotationUse(0, 0, 0.0, (), 0, ("nothing is annotated yet",))
-    stack = as_image(image, "image", channels=channels)[list(indices)]
-    plain = normalize_stack(stack)[0]
+    stack = as_image(image, "image", channels=channels)
+    plain = normalize_stack(stack, list(indices), frames=found.size("T"))[0]
     return informative_region(
         label_stack[list(indices)],
         used[list(indices)],

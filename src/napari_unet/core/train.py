@@ -26,9 +26,9 @@ from napari_unet.core import axes as axes_
 from napari_unet.core import checkpoint, metrics, postprocess, size, tiling
 from napari_unet.core.annotations import Box
 from napari_unet.core.augment import AugmentConfig, augment
-from napari_unet.core.data import TileSampler, TrainingData
+from napari_unet.core.data import TileSampler, TrainingData, training_layout
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
-from napari_unet.core.io import InputError, as_image, as_labels
+from napari_unet.core.io import InputError, as_image
 from napari_unet.core.model import UNet, check_preset, spread_input_channels
 from napari_unet.core.presets import (
     ADAMW,
@@ -893,28 +893,6 @@ def _channels_of(start_from: UNet | str | Path | None) -> int | None:
     return int(start_from.in_channels) if isinstance(start_from, UNet) else None
 
 
-def _slices(
-    image: np.ndarray,
-    labels: np.ndarray,
-    found: Any,
-    channels: Sequence[int] | None,
-    background: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
-    """(T, Z, C, Y, X) -> what `TrainingData` takes: image (N, [C,] Y, X), labels
-    (N, Y, X), the channel count, and ``background`` laid out as the labels are."""
-    if found.order in ("YX", "ZYX") and channels is None:  # as given: 2D keeps its slice 0
-        return image, labels, 1, background
-    x = axes_.pick_channels(axes_.to_tzcyx(image, found), channels)
-    y = axes_.labels_to_tzyx(as_labels(labels, "labels", max_ndim=4), found)
-    n = x.shape[0] * x.shape[1]
-    if background is not None:
-        bg = axes_.labels_to_tzyx(np.asarray(background) != 0, found)
-        background = bg.reshape(n, *bg.shape[2:])
-    stack = x.reshape(n, *x.shape[2:])
-    image = stack[:, 0] if stack.shape[1] == 1 else stack
-    return image, y.reshape(n, *y.shape[2:]), stack.shape[1], background
-
-
 def _training_data(
     image: np.ndarray,
     labels: np.ndarray,
@@ -932,14 +910,14 @@ def _training_data(
     belong to the first pair."""
     known = _channels_of(start_from)
     found = axes_.parse(axes, np.shape(image), known)
-    first, first_labels, n_channels, background = _slices(
+    first, first_labels, n_channels, background = training_layout(
         image, labels, found, channels, background
     )
     pairs: list[tuple] = [(first, first_labels, regions)]
     frames = [found.size("T")]  # a time-lapse's frames are normalised one by one
     for extra_image, extra_labels in extra_pairs:
         extra_found = axes_.parse(axes, np.shape(extra_image), known)
-        pairs.append(_slices(extra_image, extra_labels, extra_found, channels)[:2])
+        pairs.append(training_layout(extra_image, extra_labels, extra_found, channels)[:2])
         frames.append(extra_found.size("T"))
     return TrainingData.from_pairs(
         pairs,
@@ -1062,7 +1040,7 @@ def training_job(
         start_from, start_scores = choose_start(candidates, data, config)
     if start_from is not None and resume is None and data.use and data.use.sparse_slices:
         found = axes_.parse(axes, np.shape(image), _channels_of(start_from))
-        first, first_labels, n_channels, _ = _slices(image, labels, found, channels)
+        first, first_labels, n_channels, _ = training_layout(image, labels, found, channels)
         start_net = _initial_net(
             copy.deepcopy(start_from) if isinstance(start_from, UNet) else start_from,
             data,

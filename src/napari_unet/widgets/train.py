@@ -128,16 +128,19 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
     return box
 
 
-def use_summary(image, labels, boxes, background, unpainted: str, from_model: bool = False) -> str:
+def use_summary(
+    image, labels, boxes, background, unpainted: str, from_model: bool = False, axes=None
+) -> str:
     """The Train dock's "what will be used" line (`core.data.describe_use`), or why
     nothing can be used. ``from_model``: training starts from a model, which on sparse
     painting also spares the cells it finds from the background band (`train.cell_hint`,
-    worked out at Start: running a model here would block typing)."""
+    worked out at Start: running a model here would block typing). ``axes``: the picked
+    image's (RGB, extra channels, a time-lapse), as training gets them."""
     from napari_unet.core.data import describe_use
 
     try:
         use = describe_use(
-            image, labels, regions=boxes, background=background, unpainted=unpainted
+            image, labels, regions=boxes, background=background, unpainted=unpainted, axes=axes
         )
     except InputError as exc:
         return str(exc)
@@ -149,6 +152,11 @@ def use_summary(image, labels, boxes, background, unpainted: str, from_model: bo
     )
     warnings = "".join(f"<br><b>Warning:</b> {w}" for w in use.warnings)
     return "Will train on: " + use.describe() + "." + hint + warnings
+
+
+def _axes_of(picked) -> str | None:
+    """The axes training takes a picked image in (None: a plain gray image or Z stack)."""
+    return picked.axes or ("TYX" if picked.time_lapse else None)
 
 
 class TrainDock(Dock):
@@ -477,14 +485,20 @@ class TrainDock(Dock):
         except InputError as exc:
             self.use_label.setText(str(exc))
             return
+        _, labels, boxes, background = annotation
         unpainted = UNPAINTED[self.unpainted.currentText()]
         from_model = MODELS[self.model_combo.currentText()] not in MODEL_PRESETS
+        picked = self._picked  # with the ticked channels, as `_job_arguments` trains on
         self._use_jobs.replace(
             lambda: self._use_jobs.start(
                 use_summary,
-                *annotation,
+                np.asarray(picked.data),
+                labels,
+                boxes,
+                background,
                 unpainted,
                 from_model,
+                _axes_of(picked),
                 on_return=self.use_label.setText,
             )
         )
@@ -666,7 +680,7 @@ class TrainDock(Dock):
         picked = self._picked
         image = np.asarray(picked.data)
         self._channel_options = {
-            "axes": picked.axes or ("TYX" if picked.time_lapse else None),
+            "axes": _axes_of(picked),
             "channel_names": picked.names,
         }
         self._background = background
