@@ -206,7 +206,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=PredictConfig.tta,
         help="average the 8 flips/rotations (default: on; +0.02-0.05 AP@0.5 on real "
-        "images; --no-tta predicts ~4x faster on a CPU)",
+        "images; --no-tta predicts ~5x faster on a CPU)",
     )
     p.add_argument("--threshold", type=float, default=THRESHOLD, help="cell probability cut-off")
     p.add_argument("--min-size", type=int, default=MIN_SIZE_PX, help="smallest cell kept, pixels")

@@ -36,7 +36,7 @@ class PredictConfig:
     # sets measured with the same models both ways (README, TTA by default: stained RGB
     # fine-tuned 0.737 -> 0.768 over 5 runs, phase contrast fine-tuned 0.827 -> 0.865,
     # the nuclei starter 0.779 -> 0.807; fine-tuned fluorescence +0.018 over 3 runs but
-    # fewer touching pairs separated), at about 4x the prediction time on a CPU.
+    # fewer touching pairs separated), at about 4-6x the prediction time on a CPU.
     # Off: `--no-tta`, or the dock's box.
     tta: bool = True
     threshold: float = postprocess.THRESHOLD

@@ -108,11 +108,11 @@ class PredictDock(Dock):
         self.tile_size.setSingleStep(64)
         self.tile_size.setSpecialValueText(AUTO)
         self.tile_size.setToolTip("Input tile edge in pixels; auto = from free memory")
-        self.tta = QCheckBox("Average flips/rotations (TTA, ~4x slower on a CPU)")
+        self.tta = QCheckBox("Average flips/rotations (TTA, ~5x slower on a CPU)")
         self.tta.setChecked(PredictConfig.tta)
         self.tta.setToolTip(
             "Predict each tile in its 8 flips/rotations and average (on by default): on "
-            "real images +0.02-0.05 AP@0.5; untick for ~4x faster prediction on a CPU "
+            "real images +0.02-0.05 AP@0.5; untick for ~5x faster prediction on a CPU "
             "(README, Predict)"
         )
         self.threshold = QDoubleSpinBox()
