@@ -418,9 +418,9 @@ def _default_start() -> list[str] | None:
     phase contrast) the one that already finds the annotated cells best is taken
     (`train.choose_start`). On colour / multi-channel images its first layer is spread
     over the channels by their contrast (`model.spread_input_channels`)."""
-    from napari_unet.models import shipped_models
+    from napari_unet.models import shipped_paths
 
-    return [str(m.path) for m in shipped_models()] or None
+    return shipped_paths() or None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -61,6 +61,11 @@ def shipped_models() -> list[Shipped]:
     return [model for model in SHIPPED if model.path.is_file()]
 
 
+def shipped_paths() -> list[str]:
+    """The installed shipped models' files: what *best starter (auto)* chooses from."""
+    return [str(model.path) for model in shipped_models()]
+
+
 def shipped_by_title(title: str) -> Shipped | None:
     """The shipped model a dock lists under ``title`` (any case), if any."""
     return next((m for m in SHIPPED if m.title.lower() == title.lower()), None)

@@ -536,9 +536,9 @@ class TrainDock(Dock):
         if choice in MODEL_PRESETS:
             return choice, None
         if choice == BEST_STARTER:
-            from napari_unet.models import shipped_models
+            from napari_unet.models import shipped_paths
 
-            paths = [str(m.path) for m in shipped_models()]
+            paths = shipped_paths()
             if not paths:
                 raise InputError("No starter model is installed; pick a new model or a file")
             return None, paths
