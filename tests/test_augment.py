@@ -22,6 +22,7 @@ from napari_unet.core.augment import (
     elastic_field,
     gallery,
 )
+from napari_unet.core.events import run_to_end
 from napari_unet.core.io import InputError
 
 
@@ -369,6 +370,29 @@ def test_gallery_makes_n_samples_and_can_be_stopped(cells_2d):
     job.close()  # stops cleanly after the first sample
     with pytest.raises(InputError, match="same shape"):
         next(gallery(image[:64, :64], labels[:32, :32], 2, AugmentConfig()))
+
+
+def test_gallery_of_a_colour_slice_deforms_its_channels_together(cells_2d):
+    """(C, Y, X): one deformation for all channels (the same shift as the labels), each
+    channel normalised alone as training does."""
+    image, labels = cells_2d
+    gray = image[:64, :64]
+    colour = np.stack([gray, 10.0 * gray + 5.0, gray.max() - gray])  # R, G, B as in a stain
+    flips = AugmentConfig.off()
+    result = run_to_end(gallery(colour, labels[:64, :64], 1, flips))
+    assert result.images.shape == (1, 3, 64, 64)
+    low, high = np.percentile(gray, (1.0, 99.8))
+    plain = (gray - low) / (high - low)
+    np.testing.assert_allclose(result.images[0, 0], plain, atol=1e-5)
+    np.testing.assert_allclose(result.images[0, 1], plain, atol=1e-5)  # gain/offset undone
+    geometry = AugmentConfig.off(elastic=True, flips=True, rot90=True, rotate_deg=10.0)
+    elastic = run_to_end(gallery(colour, labels[:64, :64], 2, geometry, seed=3))
+    r, g, b = elastic.images[1]
+    np.testing.assert_allclose(r, g, atol=1e-4)  # moved together, not one by one
+    cells = elastic.labels[1] > 0
+    assert r[cells].mean() > r[~cells].mean() and b[cells].mean() < b[~cells].mean()
+    with pytest.raises(InputError, match="2D slice"):
+        next(gallery(colour[None], None, 1, flips))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -113,3 +113,28 @@ def test_without_labels_only_images_and_mismatch_is_reported(viewer_with_cells, 
     dock.labels_picker.value = viewer.layers["wrong size"]
     _preview(dock, qtbot)
     assert "same shape" in dock.status.text()
+
+
+def test_an_rgb_image_gives_a_colour_gallery(make_napari_viewer, qtbot, cells_2d):
+    """Stained RGB images train in colour: the gallery shows them in colour (it once
+    asked for a grayscale image), then a gray image gets a gray gallery back."""
+    viewer = make_napari_viewer()
+    image, labels = cells_2d
+    gray = image[:96, :96]
+    rgb = (np.stack([gray, 0.6 * gray, gray.max() - gray], -1) / gray.max() * 255).astype(np.uint8)
+    viewer.add_image(rgb, name="stained", rgb=True)
+    viewer.add_labels(labels[:96, :96].copy(), name="cells")
+    dock = AugmentationDock(viewer)
+    qtbot.addWidget(dock)
+    dock.image_picker.value = viewer.layers["stained"]
+    dock.n_samples.setValue(3)
+    _preview(dock, qtbot)
+    shown = viewer.layers[GALLERY]
+    assert shown.rgb and shown.data.shape == (3, 96, 96, 3)
+    assert 0.0 <= shown.data.min() and shown.data.max() <= 1.0
+    assert viewer.layers[GALLERY_LABELS].data.shape == (3, 96, 96)
+    assert "3 samples" in dock.status.text()
+    viewer.add_image(gray.copy(), name="gray")
+    dock.image_picker.value = viewer.layers["gray"]
+    _preview(dock, qtbot)
+    assert not viewer.layers[GALLERY].rgb and viewer.layers[GALLERY].data.shape == (3, 96, 96)

@@ -406,30 +406,33 @@ def gallery(
 ) -> Iterator[GalleryProgress]:
     """Generator: augment one 2D slice ``n_samples`` times; returns a :class:`Gallery`.
 
-    The slice is first normalised like training data (``percentiles``; None keeps it as
-    is) so intensity changes act in training units. Samples are made one by one so
+    ``image``: (Y, X), or (C, Y, X) for colour / several channels, which are deformed
+    together as training does (samples then (N, C, Y, X)). The slice is first
+    normalised like training data, each channel alone (``percentiles``; None keeps it
+    as is) so intensity changes act in training units. Samples are made one by one so
     closing the generator stops early.
     """
     import torch
 
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise InputError(f"Gallery needs one 2D slice; got shape {image.shape}")
+    if image.ndim not in (2, 3):
+        raise InputError(f"Gallery needs one 2D slice, (Y, X) or (C, Y, X); got {image.shape}")
+    planes = image if image.ndim == 3 else image[None]
     if percentiles is not None:
-        image = normalize(image, percentiles)
+        planes = np.stack([normalize(plane, percentiles) for plane in planes])
+    height, width = planes.shape[-2:]
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.shape != image.shape:
+        if labels.shape != (height, width):
             raise InputError(
-                f"Labels have shape {labels.shape} but the image has {image.shape}: "
+                f"Labels have shape {labels.shape} but the image has {(height, width)}: "
                 "pick a labels layer of the same shape."
             )
     if n_samples < 1:
         raise InputError(f"Number of samples must be at least 1; got {n_samples}")
-    height, width = image.shape
     spacing = grid_spacing_px or max(height, width) / 8
     generator = torch.Generator().manual_seed(int(seed))
-    image_t = torch.from_numpy(image)[None, None]
+    image_t = torch.from_numpy(np.ascontiguousarray(planes))[None]
     labels_t = None if labels is None else torch.from_numpy(labels.astype(np.int64))[None]
     images, label_stack, lines = [], [], []
     for index in range(n_samples):
@@ -437,7 +440,7 @@ def gallery(
         params = draw(1, height, width, config, generator)
         generator.set_state(state)  # replay the same draw inside augment
         out, out_labels, _ = augment(image_t, labels_t, None, config, generator)
-        images.append(out[0, 0].numpy())
+        images.append(out[0].numpy() if image.ndim == 3 else out[0, 0].numpy())
         if out_labels is not None:
             label_stack.append(out_labels[0].numpy().astype(labels.dtype))
         source = params.source_px

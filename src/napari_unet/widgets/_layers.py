@@ -130,8 +130,10 @@ def plane_index(viewer, layer, keep: int = 2) -> tuple[int, ...]:
 
 
 def current_plane(viewer, layer) -> np.ndarray:
-    """A copy of the 2D plane of ``layer`` on screen (painting may go on meanwhile)."""
-    return np.array(layer.data[plane_index(viewer, layer)])
+    """A copy of the 2D plane of ``layer`` on screen (painting may go on meanwhile): (Y, X),
+    or (Y, X, C) for an RGB(A) layer."""
+    keep = 3 if getattr(layer, "rgb", False) else 2
+    return np.array(layer.data[plane_index(viewer, layer, keep)])
 
 
 def go_to_plane(viewer, layer, index: tuple[int, ...]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import QCheckBox, QPushButton, QSpinBox
 from superqt import QLabeledDoubleSlider
@@ -216,17 +217,18 @@ class AugmentationDock(Dock):
         """The planes on screen of the chosen image and labels, checked."""
         if image_layer is None:
             raise ValueError("Open or choose an image layer first.")
-        if getattr(image_layer, "rgb", False):
-            raise ValueError(f"Image {image_layer.name!r} is RGB: pick a grayscale one.")
         for layer in (image_layer, labels_layer):
             if layer is not None and grid_problem(layer):
                 raise ValueError(grid_problem(layer))
         image = current_plane(self.viewer, image_layer)
+        if getattr(image_layer, "rgb", False):  # channels deformed together, as in training
+            image = np.moveaxis(image, -1, 0)
         labels = None if labels_layer is None else current_plane(self.viewer, labels_layer)
-        if labels is not None and labels.shape != image.shape:
+        if labels is not None and labels.shape != image.shape[-2:]:
             raise ValueError(
                 f"Labels {labels_layer.name!r} slice has shape {labels.shape} but image "
-                f"{image_layer.name!r} has {image.shape}: pick a labels layer of the same shape."
+                f"{image_layer.name!r} has {image.shape[-2:]}: pick a labels layer of the "
+                "same shape."
             )
         if labels is not None and labels.min(initial=0) < 0:
             raise ValueError(
@@ -235,7 +237,7 @@ class AugmentationDock(Dock):
         return image, labels
 
     def _show(self, result: Gallery, image_layer, labels_layer) -> None:
-        n, height, width = result.images.shape
+        n, height, width = result.images.shape[0], *result.images.shape[-2:]
         scale = tuple(image_layer.scale[-2:])
         translate = tuple(image_layer.translate[-2:])
         placed = {
@@ -243,7 +245,13 @@ class AugmentationDock(Dock):
             # Beside the original, so both are visible in 2D.
             "translate": (0.0, translate[0], translate[1] + (width + GAP_PX) * scale[1]),
         }
-        shown = [set_layer(self.viewer, GALLERY, result.images, colormap="gray", **placed)]
+        colour = result.images.ndim == 4  # (N, C, Y, X): shown as RGB, in [0, 1]
+        old = owned_layer(self.viewer, GALLERY)
+        if old is not None and bool(getattr(old, "rgb", False)) != colour:
+            self.viewer.layers.remove(old)  # a gray layer cannot take colour, nor the reverse
+        style = {"rgb": True} if colour else {"colormap": "gray"}
+        images = np.clip(np.moveaxis(result.images, 1, -1), 0, 1) if colour else result.images
+        shown = [set_layer(self.viewer, GALLERY, images, **style, **placed)]
         if result.labels is not None:
             shown.append(set_layer(self.viewer, GALLERY_LABELS, result.labels, "labels", **placed))
         elif owned_layer(self.viewer, GALLERY_LABELS) is not None:
