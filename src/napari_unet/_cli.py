@@ -25,6 +25,7 @@ from napari_unet.core.presets import (
     SGD,
     default_preset,
 )
+from napari_unet.models import SHIPPED
 
 
 def drive(
@@ -103,7 +104,9 @@ def _model_file(value: str) -> str:
     return str(shipped.path) if shipped is not None and not Path(value).exists() else value
 
 
-SHIPPED_HELP = "'starter', 'phase' or 'stained': a shipped starter"
+SHIPPED_HELP = ", ".join(f"'{m.key}'" for m in SHIPPED) + ": a shipped starter"
+# 'starter': the shipped starter model; 'phase': the shipped phase-contrast starter; ...
+SHIPPED_EACH = "; ".join(f"'{m.key}': the shipped {m.title.lower()}" for m in SHIPPED)
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -368,8 +371,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         dest="start",
         type=_model_file,
         metavar="MODEL",
-        help="fine-tune this model file ('starter': the shipped nuclei starter; 'phase': "
-        "the shipped phase-contrast starter; 'stained': the shipped stained RGB starter; "
+        help=f"fine-tune this model file ({SHIPPED_EACH}; "
         "'auto', the default unless --preset or --classes 2 is given: the shipped starter "
         "that finds the annotated cells best, one that takes the image's channels first)",
     )
