@@ -107,6 +107,8 @@ def test_wrong_images_get_a_clear_message(make_napari_viewer, qtbot, dock_class,
         _run(dock, qtbot)
         if dock_class is TrainDock and case == "RGB":  # colour is 3 channels (`core.axes`)
             expected = "nothing is annotated"  # accepted: the empty labels are the problem
+        if dock_class is AugmentationDock and case == "RGB":  # previewed in colour
+            expected = "samples of 'odd'"
         assert expected in dock.status.text() or (
             dock_class is PredictDock and "channel" in dock.status.text()
         ), dock.status.text()
