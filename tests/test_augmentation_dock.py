@@ -131,7 +131,7 @@ def test_an_rgb_image_gives_a_colour_gallery(make_napari_viewer, qtbot, cells_2d
     _preview(dock, qtbot)
     shown = viewer.layers[GALLERY]
     assert shown.rgb and shown.data.shape == (3, 96, 96, 3)
-    assert 0.0 <= shown.data.min() and shown.data.max() <= 1.0
+    assert shown.data.min() >= 0.0 and shown.data.max() <= 1.0
     assert viewer.layers[GALLERY_LABELS].data.shape == (3, 96, 96)
     assert "3 samples" in dock.status.text()
     viewer.add_image(gray.copy(), name="gray")

@@ -8,6 +8,7 @@ an image held out from every starter's training.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,9 @@ def test_cli_predicts_with_a_shipped_starter_named_by_its_key(stained_crop, tmp_
     assert np.array_equal(io.read(tmp_path / "out" / "stained_labels.tif"), labels)
     gray = io.read(tmp_path / "out" / "gray_labels.tif")
     assert gray.ndim == 2 and gray.max() > 0
+    with open(tmp_path / "out" / "summary.csv", newline="") as f:
+        models = {row["image"]: row["model"] for row in csv.DictReader(f)}
+    assert models == {
+        "gray.tif": "starter.safetensors",
+        "stained.tif": "stained_starter.safetensors",
+    }

@@ -266,7 +266,14 @@ def predict_files(
             except InputError as exc:
                 done = FileDone(i, len(inputs), path, output, error=str(exc))
             else:
-                rows[path.name] = {"image": path.name, "labels": output.name, **summary}
+                used = model_file if use is None else use.path
+                model_name = Path(used).name if used else "this session's model"
+                rows[path.name] = {
+                    "image": path.name,
+                    "labels": output.name,
+                    "model": model_name,
+                    **summary,
+                }
                 write_summary(out_dir / SUMMARY_NAME, rows)
                 switched = None if use is None else use.title
                 done = FileDone(
