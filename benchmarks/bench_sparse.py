@@ -120,6 +120,16 @@ def run_case(kind, name, image, truth, k, minutes, seed, steps=None, anchor=None
         "kept_start": result.kept_start,
         "anchor": result.metadata["training"]["anchor"],
         "start_iou": result.metadata["training"]["start_iou"],
+        # held-out validation IoU of the kept step, to study the keep rule against the
+        # score on the rest of the image (a kept step barely above the start can be worse)
+        "kept_iou": next(
+            (
+                v["iou"]
+                for v in result.metadata["validation"]["history"]
+                if v["step"] == result.best_step
+            ),
+            None,
+        ),
         "max_spike": round(max_spike(losses), 2),
         "annotation": result.metadata["training"].get("annotation"),
     }
