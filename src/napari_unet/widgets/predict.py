@@ -80,14 +80,12 @@ def starter_for_layer(combo, layer) -> None:
     """Between shipped starters only: an RGB layer gets the stained RGB starter, a gray
     one the nuclei starter back (a gray model cannot take colour, nor the reverse). The
     session's model or a file the user chose is left alone."""
-    from napari_unet.models import STAINED_KEY, STARTER_KEY, shipped_by_key, shipped_by_title
+    from napari_unet.models import STAINED_KEY, colour_counterpart, shipped_by_title
 
     current = shipped_by_title(combo.currentText())
-    if layer is None or current is None or current.key not in (STARTER_KEY, STAINED_KEY):
-        return
-    wanted = shipped_by_key(STAINED_KEY if getattr(layer, "rgb", False) else STARTER_KEY)
-    if wanted is not None and wanted.path.is_file():
-        combo.setCurrentText(wanted.title)
+    other = None if layer is None or current is None else colour_counterpart(current.path)
+    if other is not None and (other.key == STAINED_KEY) == bool(getattr(layer, "rgb", False)):
+        combo.setCurrentText(other.title)
 
 
 class PredictDock(Dock):
