@@ -255,19 +255,12 @@ def predict_files(
             )
             try:
                 use = other.instead_for(path, pair)
-                summary = yield from predict_file(
-                    pair if use is None else use.pair,
-                    path,
-                    output,
-                    options,
-                    fg,
-                    model_file if use is None else use.path,
-                )
+                used, used_file = (pair, model_file) if use is None else (use.pair, use.path)
+                summary = yield from predict_file(used, path, output, options, fg, used_file)
             except InputError as exc:
                 done = FileDone(i, len(inputs), path, output, error=str(exc))
             else:
-                used = model_file if use is None else use.path
-                model_name = Path(used).name if used else "this session's model"
+                model_name = Path(used_file).name if used_file else "this session's model"
                 rows[path.name] = {
                     "image": path.name,
                     "labels": output.name,
