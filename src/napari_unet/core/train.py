@@ -572,10 +572,14 @@ class _Run:
         anchor = resume.anchor if resume is not None else anchor
         anchor = config.anchor if config.anchor is not None else anchor
         self.config_anchor, self.start_iou = config.anchor, None
-        # the starting weights, kept (before any resumed weights) for the anchor's pull
-        self.start_weights = [p.detach().clone() for p in net.parameters()] if anchor else []
-        if anchor and resume is not None and resume.anchor_to:
+        # the weights the anchor pulls toward: the first run's start when resuming one that
+        # kept them, else the starting weights (taken before any resumed weights load)
+        if not anchor:
+            self.start_weights = []
+        elif resume is not None and resume.anchor_to:
             self.start_weights = [resume.anchor_to[k].clone() for k, _ in net.named_parameters()]
+        else:
+            self.start_weights = [p.detach().clone() for p in net.parameters()]
         if resume is not None:
             net.load_state_dict(resume.weights)  # the last weights, not the best
             config = replace(config, optimizer=resume.optimizer_name)
