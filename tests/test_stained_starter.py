@@ -9,6 +9,7 @@ an image held out from every starter's training.
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,8 @@ def test_the_best_starter_for_stained_rgb_is_the_stained_one(stained_crop):
 
 def test_cli_predicts_with_a_shipped_starter_named_by_its_key(stained_crop, tmp_path, capsys):
     """`predict stained ...` needs no path into the installed package; the gray nuclei
-    starter on one RGB file says the way out; on a folder of gray and colour files it
-    hands the colour one to the stained starter and says so."""
+    starter hands an RGB file to the stained starter and says so, alone or in a folder of
+    gray and colour files; a gray model of one's own says the way out."""
     from napari_unet._cli import main
 
     image, truth = stained_crop
@@ -88,9 +89,17 @@ def test_cli_predicts_with_a_shipped_starter_named_by_its_key(stained_crop, tmp_
     assert metrics.average_precision(truth, labels, (0.5,))[0] > AP50_MIN
     capsys.readouterr()
     one = ["predict", "starter", str(folder / "stained.tif"), "-o", str(tmp_path / "g.tif")]
-    assert main(one) == 2
+    assert main(one) == 0
+    err = capsys.readouterr().err
+    assert "stained.tif has other channels" in err and "with the Stained RGB starter" in err
+    assert np.array_equal(io.read(tmp_path / "g.tif"), labels)
+    own = tmp_path / "my_gray_model.safetensors"  # a user's own gray model never switches
+    shutil.copy(starter_model_path(), own)
+    mine = ["predict", str(own), str(folder / "stained.tif"), "-o", str(tmp_path / "m.tif")]
+    assert main(mine) == 2
     err = capsys.readouterr().err
     assert "Stained RGB starter" in err and "predict stained" in err
+    assert not (tmp_path / "m.tif").exists()
     assert main(["predict", "starter", str(folder), "-o", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "stained.tif" in err and "predicted with the Stained RGB starter" in err

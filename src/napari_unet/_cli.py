@@ -277,8 +277,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             io.as_labels(io.read(args.reference), args.reference)
         )
     # a bad model file fails before any progress bar
-    in_channels = int(checkpoint.read_metadata(args.model)["architecture"].get("in_channels", 1))
+    in_channels = checkpoint.in_channels(args.model)
     first = batch.expand_inputs(args.image)[0]  # many images: the first one's axes decide
+    channels = axes.parse_channels(args.channels)
+    if not batch.is_many(args.image):  # a folder switches per file (`batch.predict_files`)
+        by_hand = batch.Options(axes=args.axes, channels=channels and tuple(channels))
+        other = batch.counterpart_for(args.model, first, by_hand, in_channels)
+        if other is not None:
+            print(
+                f"napari-unet predict: {first} has other channels than the model chosen: "
+                f"predicting with the {other.title}",
+                file=sys.stderr,
+            )
+            args.model, in_channels = str(other.path), checkpoint.in_channels(other.path)
     found = axes.parse(args.axes, bigio.open_image(first).shape, in_channels, name=str(first))
     stitch_threshold = args.stitch_threshold
     if stitch_threshold is None:
@@ -294,7 +305,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         stitch_threshold=stitch_threshold,
         confidence=args.uncertainty_method if args.confidence else None,
     )
-    channels = axes.parse_channels(args.channels)
     if args.confidence:
         return _predict_with_confidence(args, config, reference, found.order, channels)
     # without --axes each file's axes are guessed; a channel count other than the

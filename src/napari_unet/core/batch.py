@@ -278,15 +278,13 @@ def predict_files(
 
 
 class _Counterpart:
-    """The other shipped starter (`models.colour_counterpart`), loaded on first use, for
-    the files of a folder whose channels the chosen shipped starter cannot take: a plate
-    of stained RGB and gray fluorescence images runs in one go."""
+    """The other shipped starter (`counterpart_for`), loaded on first use, for the files
+    of a folder whose channels the chosen shipped starter cannot take: a plate of stained
+    RGB and gray fluorescence images runs in one go."""
 
     def __init__(self, model_file: str | Path | None, options: Options) -> None:
-        from napari_unet.models import colour_counterpart
-
-        custom = options.axes not in (None, "YX") or options.channels is not None
-        self.shipped = None if model_file is None or custom else colour_counterpart(model_file)
+        self.model_file, self.options = model_file, options
+        self.shipped: Any = None
         self.pair: tuple | None = None
 
     @property
@@ -301,22 +299,48 @@ class _Counterpart:
         """Itself when ``path`` does not fit ``pair``'s channels but fits the other's."""
         from napari_unet.core import checkpoint
 
-        if self.shipped is None:
-            return None
-        shape = bigio.open_image(path).shape
-        if _fits(shape, pair[0], path):
+        own = int(pair[0].config["in_channels"])
+        shipped = counterpart_for(self.model_file, path, self.options, own)
+        if shipped is None:
             return None
         if self.pair is None:
-            self.pair = checkpoint.load(self.shipped.path)
-        return self if _fits(shape, self.pair[0], path) else None
+            self.shipped, self.pair = shipped, checkpoint.load(shipped.path)
+        return self
 
 
-def _fits(shape: tuple[int, ...], net: Any, path: Path) -> bool:
-    """Whether an image of ``shape`` has the channels ``net`` takes."""
+def counterpart_for(
+    model_file: str | Path | None,
+    path: str | Path,
+    options: Options = Options(),
+    in_channels: int | None = None,
+) -> Any:
+    """The other shipped starter (`models.colour_counterpart`) when ``path`` has channels
+    the chosen shipped starter ``model_file`` cannot take and the other one can (a stained
+    RGB image given to the gray nuclei starter, or the reverse); else None. Never for a
+    model of the user's own, nor when axes or channels were given by hand.
+    ``in_channels``: the chosen model's, when it is loaded already."""
+    from napari_unet.core import checkpoint
+    from napari_unet.models import colour_counterpart
+
+    custom = options.axes not in (None, "YX") or options.channels is not None
+    shipped = None if model_file is None or custom else colour_counterpart(model_file)
+    if shipped is None:
+        return None
+    if in_channels is None:
+        in_channels = checkpoint.in_channels(model_file)
+    shape = bigio.open_image(path).shape
+    if _fits(shape, in_channels, path):
+        return None
+    other = checkpoint.in_channels(shipped.path)
+    return shipped if _fits(shape, other, path) else None
+
+
+def _fits(shape: tuple[int, ...], in_channels: int, path: str | Path) -> bool:
+    """Whether an image of ``shape`` has the channels a model of ``in_channels`` takes."""
     from napari_unet.core.predict import stack_layout
 
     try:
-        stack_layout(shape, int(net.config["in_channels"]), str(path))
+        stack_layout(shape, in_channels, str(path))
     except InputError:
         return False
     return True

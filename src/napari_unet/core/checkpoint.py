@@ -112,6 +112,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def in_channels(path: str | Path) -> int:
+    """How many image channels the model file takes (older files: one)."""
+    return int(read_metadata(path)["architecture"].get("in_channels", 1))
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
     """Rebuild the UNet stored in ``path`` on ``device``, in eval mode, with its metadata.
 

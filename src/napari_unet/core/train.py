@@ -408,10 +408,7 @@ def choose_start(
     without a hold-out, the first candidate and no scores."""
     if not candidates:
         raise InputError("choose_start: no model files to choose from")
-    channels = {
-        p: int(checkpoint.read_metadata(p)["architecture"].get("in_channels", 1))
-        for p in candidates
-    }
+    channels = {p: checkpoint.in_channels(p) for p in candidates}
     usable = [p for p in candidates if channels[p] in (1, data.in_channels)]
     candidates = sorted(usable, key=lambda p: channels[p] != data.in_channels) or candidates
     if data.validation is None or len(candidates) == 1:
