@@ -17,7 +17,11 @@ validation slice the crop with the most touching nuclei (with 256-px crops it wa
 easy one that scored AP@0.5 1.0 at step 0, so nothing could beat the start); 39,262
 steps, kept step 39,000 (validation AP@0.5 0.35 at the start, 0.73 at the end). Scored
 with the default post-processing (cells split, `core.postprocess`) on the first 30
-held-out fluorescence images: AP@0.5 0.779, AP@0.75 0.578, mean AP 0.540.
+held-out fluorescence images: AP@0.5 0.779, AP@0.75 0.578, mean AP 0.540 (with TTA,
+the default since: 0.807, 0.605, 0.566). (4) Tried and not kept: ``--from`` the shipped
+file for 95 more minutes (76,817 steps): the kept step scored 0.804 with TTA, the last
+weights 0.819, but 0.751 and 0.778 against the shipped 0.784 on the 20 bottom halves of
+`bench_accuracy.py`'s half-image case (README, *Accuracy on real images*).
 
     python benchmarks/make_starter_model.py /work/shared/data/real [--max-minutes 40]
         [-o src/napari_unet/models/starter.safetensors] [--score-only]
