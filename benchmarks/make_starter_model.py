@@ -106,6 +106,7 @@ def score(
         "ap75": round(float(ap[5]), 4),
         "map50_95": round(float(ap.mean()), 4),
         "averaging": "mean over images of each image's AP",
+        "tta": PredictConfig().tta,  # scored as `predict` runs by default
     }
 
 
