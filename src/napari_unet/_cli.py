@@ -279,10 +279,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     # a bad model file fails before any progress bar
     in_channels = checkpoint.in_channels(args.model)
     first = batch.expand_inputs(args.image)[0]  # many images: the first one's axes decide
+    shape = bigio.open_image(first).shape
     channels = axes.parse_channels(args.channels)
     if not batch.is_many(args.image):  # a folder switches per file (`batch.predict_files`)
         by_hand = batch.Options(axes=args.axes, channels=channels and tuple(channels))
-        other = batch.counterpart_for(args.model, first, by_hand, in_channels)
+        other = batch.counterpart_for(args.model, shape, str(first), by_hand, in_channels)
         if other is not None:
             print(
                 f"napari-unet predict: {first} has other channels than the model chosen: "
@@ -290,7 +291,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             args.model, in_channels = str(other.path), checkpoint.in_channels(other.path)
-    found = axes.parse(args.axes, bigio.open_image(first).shape, in_channels, name=str(first))
+    found = axes.parse(args.axes, shape, in_channels, name=str(first))
     stitch_threshold = args.stitch_threshold
     if stitch_threshold is None:
         stitch_threshold = STITCH_THRESHOLD if found.is_z_stack else 0.0

@@ -278,13 +278,15 @@ def predict_files(
 
 
 class _Counterpart:
-    """The other shipped starter (`counterpart_for`), loaded on first use, for the files
-    of a folder whose channels the chosen shipped starter cannot take: a plate of stained
-    RGB and gray fluorescence images runs in one go."""
+    """The other shipped starter (`models.colour_counterpart`), found once and loaded on
+    first use, for the files of a folder whose channels the chosen shipped starter cannot
+    take: a plate of stained RGB and gray fluorescence images runs in one go."""
 
     def __init__(self, model_file: str | Path | None, options: Options) -> None:
-        self.model_file, self.options = model_file, options
-        self.shipped: Any = None
+        from napari_unet.core import checkpoint
+
+        self.shipped = _other_starter(model_file, options)
+        self.channels = None if self.shipped is None else checkpoint.in_channels(self.shipped.path)
         self.pair: tuple | None = None
 
     @property
@@ -299,48 +301,56 @@ class _Counterpart:
         """Itself when ``path`` does not fit ``pair``'s channels but fits the other's."""
         from napari_unet.core import checkpoint
 
+        if self.shipped is None:
+            return None
         own = int(pair[0].config["in_channels"])
-        shipped = counterpart_for(self.model_file, path, self.options, own)
-        if shipped is None:
+        if not _switches(bigio.open_image(path).shape, str(path), own, self.channels):
             return None
         if self.pair is None:
-            self.shipped, self.pair = shipped, checkpoint.load(shipped.path)
+            self.pair = checkpoint.load(self.shipped.path)
         return self
 
 
 def counterpart_for(
     model_file: str | Path | None,
-    path: str | Path,
+    shape: tuple[int, ...],
+    name: str,
     options: Options = Options(),
     in_channels: int | None = None,
 ) -> Any:
-    """The other shipped starter (`models.colour_counterpart`) when ``path`` has channels
-    the chosen shipped starter ``model_file`` cannot take and the other one can (a stained
-    RGB image given to the gray nuclei starter, or the reverse); else None. Never for a
-    model of the user's own, nor when axes or channels were given by hand.
-    ``in_channels``: the chosen model's, when it is loaded already."""
+    """The other shipped starter (`models.colour_counterpart`) when an image of ``shape``
+    has channels the chosen shipped starter ``model_file`` cannot take and the other one
+    can (a stained RGB image given to the gray nuclei starter, or the reverse); else None.
+    Never for a model of the user's own, nor when axes or channels were given by hand.
+    ``in_channels``: the chosen model's, when known already."""
     from napari_unet.core import checkpoint
+
+    shipped = _other_starter(model_file, options)
+    if shipped is None:
+        return None
+    own = checkpoint.in_channels(model_file) if in_channels is None else in_channels
+    other = checkpoint.in_channels(shipped.path)
+    return shipped if _switches(shape, name, own, other) else None
+
+
+def _other_starter(model_file: str | Path | None, options: Options) -> Any:
     from napari_unet.models import colour_counterpart
 
     custom = options.axes not in (None, "YX") or options.channels is not None
-    shipped = None if model_file is None or custom else colour_counterpart(model_file)
-    if shipped is None:
-        return None
-    if in_channels is None:
-        in_channels = checkpoint.in_channels(model_file)
-    shape = bigio.open_image(path).shape
-    if _fits(shape, in_channels, path):
-        return None
-    other = checkpoint.in_channels(shipped.path)
-    return shipped if _fits(shape, other, path) else None
+    return None if model_file is None or custom else colour_counterpart(model_file)
 
 
-def _fits(shape: tuple[int, ...], in_channels: int, path: str | Path) -> bool:
+def _switches(shape: tuple[int, ...], name: str, own: int, other: int) -> bool:
+    """An image that a model of ``own`` channels cannot take and one of ``other`` can."""
+    return not _fits(shape, own, name) and _fits(shape, other, name)
+
+
+def _fits(shape: tuple[int, ...], in_channels: int, name: str) -> bool:
     """Whether an image of ``shape`` has the channels a model of ``in_channels`` takes."""
     from napari_unet.core.predict import stack_layout
 
     try:
-        stack_layout(shape, in_channels, str(path))
+        stack_layout(shape, in_channels, name)
     except InputError:
         return False
     return True
