@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from _real import load_phase
-from make_starter_model import record_scores, save_starter, starter_parser, train_starter
+from make_starter_model import (
+    record_scores,
+    run_options,
+    save_starter,
+    starter_parser,
+    train_starter,
+)
 from napari_unet.core import checkpoint, metrics
 from napari_unet.core.events import run_to_end
 from napari_unet.core.predict import PredictConfig, prediction_job
@@ -58,7 +64,13 @@ def main() -> None:
         stack, truth = load_phase(args.root)
         pairs = [(stack[z], truth[z]) for z in TRAIN_SLICES]
         result = train_starter(
-            pairs, args.output, args.max_minutes, args.steps, args.start, select_by="iou"
+            pairs,
+            args.output,
+            args.max_minutes,
+            args.steps,
+            args.start,
+            select_by="iou",
+            **run_options(args),
         )
         record = {
             "data": "usiigaci phase contrast (github.com/oist/Usiigaci), manual outlines",
@@ -67,7 +79,8 @@ def main() -> None:
             "held_out": "slices 0-5 (the benchmarks' images, never trained on)",
         }
         save_starter(result, args.output, args.start, record)
-    record_scores(args.output, score(args.root, args.output))
+    if not args.no_score:
+        record_scores(args.output, score(args.root, args.output))
 
 
 if __name__ == "__main__":

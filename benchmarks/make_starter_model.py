@@ -35,12 +35,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from _real import dsb_index, load_dsb
 from napari_unet.core import checkpoint, metrics
 from napari_unet.core.data import TrainingData
 from napari_unet.core.events import run_to_end
+from napari_unet.core.model import UNet
 from napari_unet.core.predict import PredictConfig, prediction_job
+from napari_unet.core.presets import MODEL_PRESETS
 from napari_unet.core.train import TrainConfig, TrainResult, Validation, train
 from napari_unet.models import starter_model_path
 
@@ -119,9 +122,14 @@ def train_starter(
     select_by: str = "ap50",
     scale: float | None = None,
     channels: int = 1,
+    batch_size: int = 2,
+    width: int | None = None,
+    validate_every: int = VALIDATE_EVERY,
+    last: Path | None = None,
 ) -> TrainResult:
-    """The light preset, 3 classes, batch 2, trained on ``pairs`` (the last one holds the
-    validation slice); the best weights are saved to ``output`` as they come."""
+    """The light preset (or ``width`` base channels, depth 4), 3 classes, trained on
+    ``pairs`` (the last one holds the validation slice); the best weights are saved to
+    ``output`` as they come, the last ones to ``last`` at the end."""
     data = TrainingData.from_pairs(pairs, n_classes=N_CLASSES, scale=scale, channels=channels)
     print(
         f"{len(pairs)} training images; validation slice {data.validation.slice_index}",
@@ -131,11 +139,17 @@ def train_starter(
         steps=steps,
         preset="light",
         max_minutes=max_minutes,
-        batch_size=2,
+        batch_size=batch_size,
         seed=0,
         select_by=select_by,
-        validate_every=VALIDATE_EVERY,
+        validate_every=validate_every,
+        anchor=0.0,  # a starter learns from many images: no pull back to the ``start`` file
     )
+    if start is None and width is not None:  # a wider model than the light preset
+        torch.manual_seed(0)
+        start = UNet(in_channels=channels, n_classes=N_CLASSES, base_channels=width,
+                     depth=MODEL_PRESETS["light"]["depth"],
+                     dropout=MODEL_PRESETS["light"]["dropout"])  # fmt: skip
     result, started = TrainResult(), time.perf_counter()
     for event in train(data, config, net=start, result=result):
         if isinstance(event, Validation):
@@ -149,20 +163,26 @@ def train_starter(
     history = result.metadata["training"]["history"]
     result.metadata["training"]["history"] = history[::100]  # keep the file header small
     print(f"trained {time.perf_counter() - started:.0f} s", flush=True)
+    if last is not None and result.resume is not None:
+        net = UNet(**result.config)
+        net.load_state_dict(result.resume.weights)
+        checkpoint.save(last, net, {"architecture": dict(result.config), **result.metadata})
     return result
 
 
-def make(root: str, output: Path, max_minutes: float, steps: int, start: str | None) -> None:
-    pairs, ids = crops(root)
-    result = train_starter(pairs, output, max_minutes, steps, start)
+def make(args: argparse.Namespace) -> None:
+    pairs, ids = crops(args.root)
+    result = train_starter(
+        pairs, args.output, args.max_minutes, args.steps, args.start, **run_options(args)
+    )
     record = {
         "data": "DSB2018 stage-1 train (BBBC038, CC0), community-fixed masks",
         "training_ids": ids,
         "crop_px": CROP_PX,
         "held_out": f"every {5}th image sorted by id (never trained on)",
     }
-    save_starter(result, output, start, record)
-    print(f"saved {output}", flush=True)
+    save_starter(result, args.output, args.start, record)
+    print(f"saved {args.output}", flush=True)
 
 
 def save_starter(result: TrainResult, output: Path, start: str | None, record: dict) -> None:
@@ -180,8 +200,21 @@ def starter_parser(doc: str, holds: str, output: Path) -> argparse.ArgumentParse
     parser.add_argument("--max-minutes", type=float, default=40.0)
     parser.add_argument("--steps", type=int, default=40000)
     parser.add_argument("--score-only", action="store_true")
+    parser.add_argument(
+        "--no-score", action="store_true", help="train only (held-out images absent)"
+    )
     parser.add_argument("--from", dest="start", help="continue training this model file")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--width", type=int, help="base channels of a new model (default: light)")
+    parser.add_argument("--validate-every", type=int, default=VALIDATE_EVERY, help="steps")
+    parser.add_argument("--last", type=Path, help="also save the last weights here")
     return parser
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """`train_starter`'s keyword arguments from `starter_parser`'s options."""
+    return {"batch_size": args.batch_size, "width": args.width,
+            "validate_every": args.validate_every, "last": args.last}  # fmt: skip
 
 
 def record_scores(output: Path, scores: dict) -> None:
@@ -196,8 +229,9 @@ def main() -> None:
     parser.add_argument("--score-images", type=int, default=0, help="score on this many (0: all)")
     args = parser.parse_args()
     if not args.score_only:
-        make(args.root, args.output, args.max_minutes, args.steps, args.start)
-    record_scores(args.output, score(args.root, args.output, args.score_images))
+        make(args)
+    if not args.no_score:
+        record_scores(args.output, score(args.root, args.output, args.score_images))
 
 
 if __name__ == "__main__":
