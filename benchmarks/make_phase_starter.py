@@ -78,7 +78,7 @@ def main() -> None:
             "training_slices": list(TRAIN_SLICES),
             "held_out": "slices 0-5 (the benchmarks' images, never trained on)",
         }
-        save_starter(result, args.output, args.start, record)
+        save_starter(result, args.output, args.start, record, args.last)
     if not args.no_score:
         record_scores(args.output, score(args.root, args.output))
 
