@@ -54,6 +54,7 @@ def score(root: str, model: Path) -> dict:
         "fg_iou": round(inter / union, 4),
         "ap50": round(float(ap[0]), 4),
         "ap75": round(float(ap[1]), 4),
+        "tta": PredictConfig().tta,  # scored as `predict` runs by default
     }
 
 

@@ -71,7 +71,7 @@ def score(root: str, model: Path) -> dict:
         tp, n_gt, n_pred = tp + k, n_gt + len(m.gt_ids), n_pred + len(m.pred_ids)
         per_image[i] = round(k / (len(m.gt_ids) + len(m.pred_ids) - k), 4)
     return {"images": len(per_image), "ap50_pooled": round(tp / (n_gt + n_pred - tp), 4),
-            "per_image": per_image}  # fmt: skip
+            "per_image": per_image, "tta": PredictConfig().tta}  # fmt: skip
 
 
 def main() -> None:
