@@ -192,15 +192,14 @@ def save_starter(
     continued from in its metadata ("starter"); with ``last``, the last weights there too
     (the validation crop is one image: its pick can score lower held out, as in session 12)."""
     result.metadata["starter"] = {**record, "continued_from": start and Path(start).name}
-    result.trained().save(output)
+    trained = result.trained()  # a CPU copy with the file's metadata
+    trained.save(output)
     if last is not None and result.resume is not None:
-        net = UNet(**result.config)
-        net.load_state_dict(result.resume.weights)
-        training = result.metadata["training"]
-        note = f"the last of {training['steps_done']} steps (kept by validation: step {training['best_step']})"
-        metadata = {"architecture": dict(result.config), **result.metadata}
-        metadata["starter"] = {**metadata["starter"], "weights": note}
-        checkpoint.save(last, net, metadata)
+        trained.net.load_state_dict(result.resume.weights)
+        steps = f"the last of {trained.steps_done} steps"
+        note = f"{steps} (kept by validation: step {trained.best_step})"
+        trained.metadata["starter"] = {**trained.metadata["starter"], "weights": note}
+        checkpoint.save(last, trained.net, trained.metadata)
 
 
 def starter_parser(doc: str, holds: str, output: Path) -> argparse.ArgumentParser:
