@@ -47,13 +47,18 @@ def dsb_index(root: str | Path) -> list[Entry]:
     ]
 
 
+def gray(image: np.ndarray) -> np.ndarray:
+    """A colour image (Y, X, 3 or 4) as the float32 mean of its colour channels."""
+    return image[..., :3].astype(np.float32).mean(axis=-1)
+
+
 def load_dsb(root: str | Path, entry_id: str) -> tuple[np.ndarray, np.ndarray]:
     """(gray float32 image with bright nuclei, uint16 instance labels)."""
     base = Path(root) / "dsb2018"
     image = io.read(base / "images" / f"{entry_id}.tif").astype(np.float32)
     labels = io.read(base / "labels" / f"{entry_id}.tif")
     if image.ndim == 3:
-        image = image[..., :3].mean(axis=-1)
+        image = gray(image)
     if labels.any() and image[labels > 0].mean() < image[labels == 0].mean():
         image = image.max() - image  # dark nuclei (brightfield) -> bright
     return image, labels

@@ -130,6 +130,7 @@ def train_starter(
     batch_size: int = 2,
     width: int | None = None,
     validate_every: int = VALIDATE_EVERY,
+    lr: float | None = None,
 ) -> TrainResult:
     """The light preset (or ``width`` base channels, depth 4), 3 classes, trained on
     ``pairs`` (the last one holds the validation slice); the best weights are saved to
@@ -147,6 +148,7 @@ def train_starter(
         seed=0,
         select_by=select_by,
         validate_every=validate_every,
+        lr=lr,
         anchor=0.0,  # a starter learns from many images: no pull back to the ``start`` file
     )
     if start is None and width is not None:  # a wider model than the light preset
@@ -218,13 +220,14 @@ def starter_parser(doc: str, holds: str, output: Path) -> argparse.ArgumentParse
     parser.add_argument("--width", type=int, help="base channels of a new model (default: light)")
     parser.add_argument("--validate-every", type=int, default=VALIDATE_EVERY, help="steps")
     parser.add_argument("--last", type=Path, help="also save the last weights here")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the optimiser's)")
     return parser
 
 
 def run_options(args: argparse.Namespace) -> dict:
     """`train_starter`'s keyword arguments from `starter_parser`'s options."""
     return {"batch_size": args.batch_size, "width": args.width,
-            "validate_every": args.validate_every}  # fmt: skip
+            "validate_every": args.validate_every, "lr": args.lr}  # fmt: skip
 
 
 def record_scores(output: Path, scores: dict) -> None:

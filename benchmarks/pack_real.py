@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from _real import dsb_index
+from _real import dsb_index, gray
 from make_phase_starter import TRAIN_SLICES
 
 
@@ -34,7 +34,7 @@ def pack(root: Path, out: Path) -> None:
         for kind in ("images", "labels"):
             a = tifffile.imread(root / "dsb2018" / kind / f"{entry.id}.tif")
             if kind == "images" and a.ndim == 3:
-                a = np.round(a[..., :3].astype(np.float32).mean(-1)).astype(np.uint8)
+                a = np.round(gray(a)).astype(np.uint8)
             tifffile.imwrite(out / "dsb2018" / kind / f"{entry.id}.tif", a, compression="zlib")
     phase = out / "usiigaci_phase"
     phase.mkdir(exist_ok=True)
