@@ -7,6 +7,8 @@ import pytest
 
 from napari_unet.core.data import (
     SPARSE_MAX_COVERAGE,
+    TEACHER_UNSURE,
+    TEACHER_WEIGHT,
     TrainingData,
     band_px,
     describe_use,
@@ -126,17 +128,56 @@ def test_the_hint_is_where_the_start_model_sees_cells_and_only_if_it_sees_the_pa
     import torch
 
     from _threshold_model import threshold_unet
-    from napari_unet.core.train import cell_hint
+    from napari_unet.core.train import start_view
 
     image = np.zeros((64, 64), np.float32)
     image[10:20, 10:20] = image[10:20, 40:50] = 1.0  # two bright cells, one painted
+    image[30:40, 30:40] = 0.5  # a dim blob the model is unsure about (probability 0.5)
     painted = np.zeros((64, 64), np.uint16)
     painted[10:20, 10:20] = 1
     net = threshold_unet()  # foreground = normalised intensity > 0.5
-    hint = cell_hint(net, image, painted, 1, 1.0, torch.device("cpu"))
-    assert np.array_equal(hint, image > 0.5)  # both cells, painted or not
+    view = start_view(net, image, painted, 1, 1.0, torch.device("cpu"))
+    assert np.array_equal(view.hint, image > 0.5)  # both cells, painted or not
+    # its sure classes: 1 on the bright cells, 0 on the dark background, unsure on the blob
+    expected = np.where(image > 0.5, 1, np.where(image < 0.5, 0, TEACHER_UNSURE))
+    assert np.array_equal(view.teacher, expected)
     # a model that misses the painted cell gives no hint at all (it would mislead)
-    assert cell_hint(net, 1.0 - image, painted, 1, 1.0, torch.device("cpu")) is None
+    assert start_view(net, 1.0 - image, painted, 1, 1.0, torch.device("cpu")) == (None, None)
+
+
+def test_a_start_model_teaches_what_it_is_sure_of_where_nothing_is_painted():
+    image, truth = touching_cells((256, 256), seed=6)
+    ids = np.unique(truth)[1:]
+    painted = _paint(truth, ids[::6][:10])
+    teacher = np.where(truth > 0, 1, 0).astype(np.uint8)  # a model that knows every cell
+    teacher[:, :40] = TEACHER_UNSURE  # ... except on a strip it is unsure about
+    plain = TrainingData.from_arrays(image, painted)
+    taught = TrainingData.from_arrays(image, painted, teacher=teacher)
+    own = plain.weights[0] > 0
+    # the painting's own pixels keep their targets and weights; the held-out cells too
+    np.testing.assert_array_equal(taught.weights[0][own], plain.weights[0][own])
+    np.testing.assert_array_equal(taught.targets[0][own], plain.targets[0][own])
+    region = plain.validation
+    assert taught.validation.slice_index == region.slice_index
+    assert (taught.validation.y0, taught.validation.x1) == (region.y0, region.x1)
+    np.testing.assert_array_equal(taught.validation.mask, region.mask)
+    # elsewhere: the model's sure class, at TEACHER_WEIGHT; nothing where it is unsure
+    box = np.zeros(painted.shape, bool)
+    box[region.y0 : region.y1, region.x0 : region.x1] = True  # held out: nobody teaches
+    expected = ~own & ~box & (teacher != TEACHER_UNSURE)
+    np.testing.assert_array_equal(taught.taught[0], expected)
+    assert np.all(taught.weights[0][expected] == TEACHER_WEIGHT)
+    np.testing.assert_array_equal(taught.targets[0][expected], teacher[expected])
+    assert not (taught.weights[0] > 0)[~own & ~expected].any()
+    assert taught.use.teacher_fraction == pytest.approx(expected.mean())
+    assert "the start model's sure pixels elsewhere: " in taught.use.describe()
+    # a complete annotation teaches everything already: the model adds nothing
+    whole = TrainingData.from_arrays(image, truth, teacher=teacher)
+    assert whole.taught is None and whole.use.teacher_fraction == 0.0
+    # resized training (large cells): the teacher is resized with the labels
+    half = TrainingData.from_arrays(image, painted, teacher=teacher, scale=0.5)
+    assert half.taught.shape == half.labels.shape == (1, 128, 128)
+    assert set(np.unique(half.targets[half.taught])) == {0, 1}
 
 
 def test_complete_annotation_boxes_and_the_toggle_keep_unpainted_as_background():
@@ -213,6 +254,8 @@ def test_a_few_painted_cells_fine_tune_without_collapse_or_spikes():
     rest = (truth > 0) & (painted == 0)  # the cells nobody painted
     sparse, losses = _fine_tune(image, painted, "auto")
     assert sparse.metadata["training"]["annotation"].startswith("8 cells")
+    # the starter finds the painted cells, so it teaches where it is sure
+    assert "the start model's sure pixels elsewhere" in sparse.metadata["training"]["annotation"]
     # no spike: every loss under 10x the running mean of the 20 before it (the median is
     # ~0 here: the starter already gets most synthetic tiles right, so they cost nothing)
     for i in range(20, len(losses)):

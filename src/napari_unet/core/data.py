@@ -13,7 +13,7 @@ weight maps are computed once here, not per step. Pure numpy; the loop is `train
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -49,6 +49,11 @@ LOOKALIKE_SEPARATION = 1.0
 AUTO_BACKGROUND = True
 RING_PX = 1.5  # the 8 neighbours of a painted cell's outline: its separation gap
 MIN_CELLS_FOR_HOLD_OUT = 4  # sparse slices: hold out painted cells only from this many
+# Sparse painting on a model that already finds cells: where that model is sure
+# (`TEACHER_CONFIDENCE`) and nothing was painted, its own classes are targets with this
+# loss weight, so fine-tuning learns the painted cells without forgetting the rest.
+TEACHER_WEIGHT = 0.5
+TEACHER_UNSURE = 255  # `teacher` value of a pixel the model is not sure about
 
 BoxLike = Box | Sequence[int | None]
 
@@ -76,6 +81,7 @@ class AnnotationUse:
     sparse_slices: tuple[int, ...]  # slices where unpainted pixels are ignored
     n_slices: int  # annotated slices
     warnings: tuple[str, ...] = ()
+    teacher_fraction: float = 0.0  # share of pixels taught by the start model (`teacher`)
 
     def describe(self) -> str:
         strokes = (
@@ -90,9 +96,14 @@ class AnnotationUse:
             if not self.sparse_slices
             else f"sparse on {len(self.sparse_slices)} slices"
         )
+        taught = (
+            f"; the start model's sure pixels elsewhere: {100 * self.teacher_fraction:.0f} %"
+            if self.teacher_fraction
+            else ""
+        )
         return (
             f"{self.n_cells} cells{strokes}; area used: {100 * self.used_fraction:.0f} %"
-            f"{slices} ({how})"
+            f"{slices} ({how}){taught}"
         )
 
 
@@ -114,6 +125,7 @@ class TrainingData:
     use: AnnotationUse | None = None
     unpainted: str = "auto"  # how unpainted pixels were treated (see `informative_region`)
     centres: np.ndarray | None = None  # bool (N, Y, X): tiles are centred here (None: anywhere)
+    taught: np.ndarray | None = None  # bool (N, Y, X): targets from the start model (`_teach`)
 
     @property
     def in_channels(self) -> int:
@@ -139,6 +151,7 @@ class TrainingData:
         scale: float | None = 1.0,
         cell_hint: np.ndarray | None = None,
         frames: int = 1,
+        teacher: np.ndarray | None = None,
     ) -> TrainingData:
         """Build from an image (Y, X) / stack (Z, Y, X) and instance labels of the same shape.
 
@@ -154,7 +167,9 @@ class TrainingData:
         intensity cannot tell cells from background, these pixels are left out of the
         background band around the painted cells (see `informative_region`). ``frames``:
         the stack is that many time points, each normalised on its own (a time-lapse);
-        1: normalised as a whole (a Z stack).
+        1: normalised as a whole (a Z stack). ``teacher``: a start model's sure classes
+        (uint8, the labels' shape, `TEACHER_UNSURE` elsewhere): on sparse slices, unused
+        pixels it is sure about train toward them (`_teach`).
         """
         if n_classes not in (2, 3):
             raise InputError(
@@ -182,6 +197,9 @@ class TrainingData:
             if cell_hint is not None:
                 hint = np.asarray(cell_hint).reshape(-1, *np.shape(cell_hint)[-2:])
                 cell_hint = size.resize(hint.astype(np.uint8), shape, labels=True) > 0
+            if teacher is not None:
+                sure = np.asarray(teacher, dtype=np.uint8).reshape(-1, *np.shape(teacher)[-2:])
+                teacher = size.resize(sure, shape, labels=True)
         if min(label_stack.shape[-2:]) < MIN_SIZE_PX:
             raise InputError(
                 f"image: {label_stack.shape[-2:]} pixels is too small to train on "
@@ -233,6 +251,11 @@ class TrainingData:
         if validation is not None:
             region = (slice(validation.y0, validation.y1), slice(validation.x0, validation.x1))
             loss_weights[validation.index][region][validation.mask] = 0.0
+        taught = None
+        if teacher is not None and use.sparse_slices:
+            sure = np.asarray(teacher, dtype=np.uint8).reshape(-1, *label_stack.shape[-2:])
+            taught = _teach(targets, loss_weights, sure[list(indices)], use, validation)
+            use = replace(use, teacher_fraction=float(np.count_nonzero(taught)) / taught.size)
         return cls(
             images=images.astype(np.float32, copy=False),
             targets=targets,
@@ -252,6 +275,7 @@ class TrainingData:
             use=use,
             unpainted=unpainted,
             centres=centres if use.sparse_slices else None,
+            taught=taught,
         )
 
     @classmethod
@@ -268,6 +292,7 @@ class TrainingData:
         weight_settings: WeightSettings | None = None,
         cell_hint: np.ndarray | None = None,
         frames: Sequence[int] | None = None,
+        teacher: np.ndarray | None = None,
     ) -> TrainingData:
         """Several image/labels pairs (2D or stacks, any sizes), each normalised on its own
         (``frames``: each pair's time points, each normalised on its own; None: 1 each).
@@ -278,7 +303,7 @@ class TrainingData:
         The hold-out follows `from_arrays`' rule on the combined slices. ``scale``
         (``None``: from the typical cell diameter over all pairs) applies to every pair.
         A pair may carry a third item: its training boxes (``regions`` of `from_arrays`).
-        ``background`` strokes and ``cell_hint`` belong to the first pair; ``unpainted``
+        ``background`` strokes, ``cell_hint`` and ``teacher`` belong to the first pair; ``unpainted``
         and ``weight_settings`` apply to every pair (see `from_arrays`).
         """
         known = [d for p in pairs if (d := size.typical_diameter(np.asarray(p[1])))]
@@ -290,7 +315,7 @@ class TrainingData:
             raise ValueError(f"{len(frames)} frame counts for {len(pairs)} pairs")
 
         def build(
-            number: int, fraction: float, strokes: np.ndarray | None, hint: np.ndarray | None
+            number: int, fraction: float, strokes: np.ndarray | None, first: bool
         ) -> TrainingData:
             image, labels, *regions = pairs[number]
             return cls.from_arrays(
@@ -305,12 +330,13 @@ class TrainingData:
                 background=strokes,
                 unpainted=unpainted,
                 weight_settings=weight_settings,
-                cell_hint=hint,
+                cell_hint=cell_hint if first else None,
                 frames=frames[number],
+                teacher=teacher if first else None,
             )
 
         if len(pairs) == 1:
-            return build(0, validation_fraction, background, cell_hint)
+            return build(0, validation_fraction, background, True)
         if not pairs:
             raise InputError("no image/labels pairs to train on")
         parts, offset, indices = [], 0, []
@@ -318,8 +344,7 @@ class TrainingData:
             labels = pair[1]
             try:
                 first = number == 1
-                hint = cell_hint if first else None
-                part = build(number - 1, 0, background if first else None, hint)
+                part = build(number - 1, 0, background if first else None, first)
             except InputError as error:
                 if "nothing is annotated" in str(error):
                     continue  # an empty pair adds nothing; all empty is caught below
@@ -583,6 +608,33 @@ def informative_region(
         warnings=tuple(warnings),
     )
     return Informative(used, centres, touching, use)
+
+
+def _teach(
+    targets: np.ndarray,
+    loss_weights: np.ndarray,
+    teacher: np.ndarray,
+    use: AnnotationUse,
+    validation: ValidationRegion | None,
+) -> np.ndarray:
+    """On sparse slices, pixels without a loss weight that the start model is sure about
+    (``teacher`` (N, Y, X): its class, `TEACHER_UNSURE` elsewhere) take its class as target
+    with weight `TEACHER_WEIGHT`, in place. The held-out box stays out, so validation
+    still scores cells nobody taught. Returns the taught pixels.
+
+    Why: with a few painted cells, most of the image carries no loss, and fine-tuning a
+    good starter drifted on the unpainted cells it already segmented (measured: AP@0.5
+    0.969 → 0.944 on a real nuclei image with 10 painted cells, README, Train).
+    """
+    taught = np.zeros(targets.shape, dtype=bool)
+    for i in use.sparse_slices:
+        taught[i] = (loss_weights[i] == 0) & (teacher[i] < TEACHER_UNSURE)
+    if validation is not None:
+        box = (slice(validation.y0, validation.y1), slice(validation.x0, validation.x1))
+        taught[validation.index][box] = False
+    targets[taught] = teacher[taught]
+    loss_weights[taught] = TEACHER_WEIGHT
+    return taught
 
 
 def _targets(labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from napari_unet.core import axes as axes_
 from napari_unet.core import checkpoint, metrics, postprocess, size, tiling
 from napari_unet.core.annotations import Box
 from napari_unet.core.augment import AugmentConfig, augment
-from napari_unet.core.data import TileSampler, TrainingData, training_layout
+from napari_unet.core.data import TEACHER_UNSURE, TileSampler, TrainingData, training_layout
 from napari_unet.core.device import autocast, memory_format, resolve_device, use_all_cpu_cores
 from napari_unet.core.io import InputError, as_image
 from napari_unet.core.model import UNet, check_preset, spread_input_channels
@@ -58,6 +58,9 @@ VALIDATION_TILE_PX = 348  # input tile side when predicting the hold-out (few, l
 # start model's view of where cells are keeps touching unpainted cells out of the
 # background band, if it sees at least this share of the painted pixels (`cell_hint`)
 HINT_MIN_RECALL = 0.5
+# Sparse painting, fine-tuning: the start model's class is a target where its probability
+# is at least this (see `data.TEACHER_WEIGHT`)
+TEACHER_CONFIDENCE = 0.9
 # Validate at least this often (seconds), so a short run shows a curve and Stop has a
 # recent score; never spending more than MAX_VALIDATION_SHARE of the time on it.
 VALIDATE_EVERY_S = 5.0
@@ -426,7 +429,18 @@ def choose_start(
     return str(max(candidates, key=rank)), scores  # the first on a tie
 
 
-def cell_hint(
+class StartView(NamedTuple):
+    """What the start model sees on the annotated slices (both None: it does not know
+    these cells)."""
+
+    hint: np.ndarray | None  # bool, the labels' shape: cell or border class
+    teacher: np.ndarray | None  # uint8, the labels' shape: its sure class, else unsure
+
+
+UNSEEN = StartView(None, None)  # no start model, or one that does not know these cells
+
+
+def start_view(
     net: UNet,
     image: np.ndarray,
     labels: np.ndarray,
@@ -434,30 +448,33 @@ def cell_hint(
     scale: float,
     device: Any,
     frames: int = 1,
-) -> np.ndarray | None:
-    """Where ``net`` already sees cells (cell or border class) on the annotated slices of
-    ``image`` (N, [C,] Y, X), normalised (``frames``: time points, as `TrainingData`) and
-    resized as training does: a bool array of the ``labels``' shape. None when it misses
-    most painted pixels (``HINT_MIN_RECALL``): a model that does not know these cells
-    would only mislead."""
+) -> StartView:
+    """``net``'s prediction on the annotated slices of ``image`` (N, [C,] Y, X), normalised
+    (``frames``: time points, as `TrainingData`) and resized as training does: where it
+    sees cells (``hint``) and its class where its probability is at least
+    `TEACHER_CONFIDENCE` (``teacher``, `data.TEACHER_UNSURE` elsewhere). Both None when
+    it misses most painted pixels (`HINT_MIN_RECALL`): a model that does not know these
+    cells would only mislead."""
     from napari_unet.core.normalize import normalize_stack
 
     stack = as_image(image, "image", channels=channels)  # (N, C, Y, X)
     label_stack = np.asarray(labels).reshape(-1, *np.shape(labels)[-2:])
     annotated = np.flatnonzero(label_stack.reshape(len(label_stack), -1).any(axis=1)).tolist()
     hint = np.zeros(label_stack.shape, dtype=bool)
+    teacher = np.full(label_stack.shape, TEACHER_UNSURE, dtype=np.uint8)
     for n, x in zip(annotated, normalize_stack(stack, annotated, frames=frames)[0], strict=True):
         if scale != 1.0:
             x = size.resize(x, size.scaled_shape(x.shape, scale))
         probs = tiling.predict_tiled(net, x, VALIDATION_TILE_PX, 1, device)
-        cells = 1.0 - probs[0]
         if scale != 1.0:
-            cells = size.resize(cells, label_stack.shape[-2:])
-        hint[n] = cells > 0.5
+            probs = size.resize(probs, (len(probs), *label_stack.shape[-2:]))
+        hint[n] = probs[0] < 0.5
+        sure = probs.max(axis=0) >= TEACHER_CONFIDENCE
+        teacher[n][sure] = probs.argmax(axis=0)[sure]
     painted = label_stack > 0
     if not painted.any() or hint[painted].mean() < HINT_MIN_RECALL:
-        return None
-    return hint.reshape(np.shape(labels))
+        return UNSEEN
+    return StartView(hint.reshape(np.shape(labels)), teacher.reshape(np.shape(labels)))
 
 
 def probability_loss(probs: np.ndarray, target: np.ndarray, weights: np.ndarray) -> float:
@@ -1010,7 +1027,7 @@ def training_job(
     if candidates is not None:
         start_from = candidates[0]  # the data's classes and channels: the same for all
 
-    def build(hint: np.ndarray | None = None) -> TrainingData:
+    def build(seen: StartView = UNSEEN) -> TrainingData:
         built = _training_data(
             image,
             labels,
@@ -1023,7 +1040,8 @@ def training_job(
             background=background,
             unpainted=training.unpainted,
             weight_settings=training.weights,
-            cell_hint=hint,
+            cell_hint=seen.hint,
+            teacher=seen.teacher,
         )
         built.input = {
             "axes": axes_.parse(axes, np.shape(image), _channels_of(start_from)).order,
@@ -1051,11 +1069,11 @@ def training_job(
         device = resolve_device(config.device)
         if stop.is_set():
             return None
-        hint = cell_hint(
+        seen = start_view(
             start_net, first, first_labels, n_channels, scale, device, found.size("T")
         )
-        if hint is not None and not stop.is_set():
-            data = build(hint)  # the data again, the band now sparing the cells it sees
+        if seen.hint is not None and not stop.is_set():
+            data = build(seen)  # again: the band spares the cells it sees, it teaches
             if candidates is not None:  # scored again on the hold-out as it is now
                 start_scores = choose_start(candidates, data, config)[1]
     if stop.is_set():

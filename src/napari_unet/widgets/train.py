@@ -133,9 +133,10 @@ def use_summary(
 ) -> str:
     """The Train dock's "what will be used" line (`core.data.describe_use`), or why
     nothing can be used. ``from_model``: training starts from a model, which on sparse
-    painting also spares the cells it finds from the background band (`train.cell_hint`,
-    worked out at Start: running a model here would block typing). ``axes``: the picked
-    image's (RGB, extra channels, a time-lapse), as training gets them."""
+    painting also spares the cells it finds from the background band and teaches where
+    it is sure (`train.start_view`, worked out at Start: running a model here would
+    block typing). ``axes``: the picked image's (RGB, extra channels, a time-lapse), as
+    training gets them."""
     from napari_unet.core.data import describe_use
 
     try:
@@ -146,7 +147,8 @@ def use_summary(
         return str(exc)
     hint = (
         " At Start, the cells the starting model finds outside your painting are left out"
-        " of the background band too (the area used then shrinks)."
+        " of the background band too, and where it is sure of its answer it keeps"
+        " teaching it, so the unpainted cells it already finds are not forgotten."
         if from_model and use.sparse_slices
         else ""
     )
