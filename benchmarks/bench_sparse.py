@@ -5,7 +5,8 @@ copied into an empty labels layer, nothing else is marked, and a shipped starter
 is fine-tuned with the default settings for at most ``--minutes`` of CPU training: as
 the Train dock's default "best starter (auto)", the one that finds the painted cells best
 (``--start FILE`` to force one). Scores on the *rest* of the image (painted cells and
-predictions on them are left out), for the starter it began from and the fine-tuned model:
+predictions on them are left out), for the starter it began from and the fine-tuned model
+(the kept step, and the last weights as ``tuned_last``):
 
 - DSB 2018 fluorescence nuclei: AP@0.5 of the starter and of the fine-tuned model;
 - usiigaci phase contrast (one slice): foreground IoU.
@@ -21,6 +22,7 @@ below the starter; phase contrast 10 cells fg IoU >= 0.85; no spike above ~10x.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 from pathlib import Path
@@ -104,6 +106,9 @@ def run_case(kind, name, image, truth, k, minutes, seed, steps=None, anchor=None
     result, losses, seconds = fine_tune(image, painted, minutes, seed, steps, anchor, starts)
     net = result.best_net()
     tuned = predicted_labels(net, result.metadata, image)
+    last = copy.deepcopy(net)  # the last weights, to weigh the keep rule against them
+    last.load_state_dict(result.resume.weights)
+    tuned_last = predicted_labels(last, result.metadata, image)
     chosen = result.metadata["training"]["from"]
     began = checkpoint.load(next(p for p in starts if Path(p).name == chosen))
     out = {
@@ -114,6 +119,7 @@ def run_case(kind, name, image, truth, k, minutes, seed, steps=None, anchor=None
         "start_scores": result.metadata["training"].get("start_scores"),
         "starter": round(score(kind, truth, painted, predicted_labels(*began, image)), 3),
         "tuned": round(score(kind, truth, painted, tuned), 3),
+        "tuned_last": round(score(kind, truth, painted, tuned_last), 3),
         "train_s": round(seconds, 1),
         "steps": result.steps_done,
         "best_step": result.best_step,
