@@ -98,6 +98,9 @@ def test_paint_train_predict_correct_resume(viewer, qtbot):
     assert steps == list(range(1, 17))
     assert again.metadata["training"]["resumed"] is True
     assert again.metadata["training"]["annotation"].startswith("7 cells, ")
+    # the model as it is now teaches where it is sure, as the starter did in the first run
+    assert "the start model's sure pixels elsewhere" in used
+    assert "the start model's sure pixels elsewhere" in again.metadata["training"]["annotation"]
     assert again.resume.optimizer["state"][0]["step"] == 16  # momentum carried on
     resumed = [loss for _, loss in train_dock._history["loss"]][12:]
     assert max(resumed) < 10 * np.median(first_losses)  # no jump back

@@ -1005,7 +1005,9 @@ def training_job(
     ``stop`` set: ends after the current step, keeping the best model. ``result`` (if
     given) is kept up to date, so a caller interrupted mid-step still has the best model.
     ``resume``: a `ResumeState` (``Trained.resume``) to continue, with ``start_from``
-    the net it belongs to. ``background``: background strokes (non-zero = no cell);
+    the net it belongs to. On sparse painting the start model (on resume: its last
+    weights) spares the cells it sees from the background band and teaches where it is
+    sure (`start_view`). ``background``: background strokes (non-zero = no cell);
     ``training``: the `TrainingSettings` the preview docks show (loss weights,
     augmentation, unpainted pixels); its augmentation replaces ``config.augment``.
     ``view``: see `train`.
@@ -1057,7 +1059,7 @@ def training_job(
         return None
     if candidates is not None:
         start_from, start_scores = choose_start(candidates, data, config)
-    if start_from is not None and resume is None and data.use and data.use.sparse_slices:
+    if start_from is not None and data.use and data.use.sparse_slices:
         found = axes_.parse(axes, np.shape(image), _channels_of(start_from))
         first, first_labels, n_channels, _ = training_layout(image, labels, found, channels)
         start_net = _initial_net(
@@ -1065,6 +1067,8 @@ def training_job(
             data,
             config,
         )[0]
+        if resume is not None:  # the model as it is now teaches the resumed run, as the
+            start_net.load_state_dict(resume.weights)  # start model taught the first
         scale = float(data.normalisation.get("scale") or 1.0)
         device = resolve_device(config.device)
         if stop.is_set():
