@@ -303,8 +303,8 @@ class TrainingData:
         The hold-out follows `from_arrays`' rule on the combined slices. ``scale``
         (``None``: from the typical cell diameter over all pairs) applies to every pair.
         A pair may carry a third item: its training boxes (``regions`` of `from_arrays`).
-        ``background`` strokes, ``cell_hint`` and ``teacher`` belong to the first pair; ``unpainted``
-        and ``weight_settings`` apply to every pair (see `from_arrays`).
+        ``background`` strokes, ``cell_hint`` and ``teacher`` belong to the first pair;
+        ``unpainted`` and ``weight_settings`` apply to every pair (see `from_arrays`).
         """
         known = [d for p in pairs if (d := size.typical_diameter(np.asarray(p[1])))]
         diameter = float(np.median(known)) if known else None  # median of the images'
@@ -623,8 +623,9 @@ def _teach(
     still scores cells nobody taught. Returns the taught pixels.
 
     Why: with a few painted cells, most of the image carries no loss, and fine-tuning a
-    good starter drifted on the unpainted cells it already segmented (measured: AP@0.5
-    0.969 → 0.944 on a real nuclei image with 10 painted cells, README, Train).
+    good starter drifts on the unpainted cells it already segments. Measured on the
+    painted-cells curve (README, *A few painted cells on real images*): mean AP@0.5 gain
+    over the starter +0.025 against +0.017 without, on the same runs.
     """
     taught = np.zeros(targets.shape, dtype=bool)
     for i in use.sparse_slices:

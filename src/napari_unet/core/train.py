@@ -56,7 +56,7 @@ PROBABILITY_FLOOR = 1e-7  # log(0) guard when a loss is computed from probabilit
 VALIDATION_TILE_PX = 348  # input tile side when predicting the hold-out (few, large tiles)
 # Sparse painting where intensity cannot tell cells from background (phase contrast): the
 # start model's view of where cells are keeps touching unpainted cells out of the
-# background band, if it sees at least this share of the painted pixels (`cell_hint`)
+# background band, if it sees at least this share of the painted pixels (`start_view`)
 HINT_MIN_RECALL = 0.5
 # Sparse painting, fine-tuning: the start model's class is a target where its probability
 # is at least this (see `data.TEACHER_WEIGHT`)
