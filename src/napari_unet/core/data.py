@@ -182,6 +182,10 @@ class TrainingData:
             stack.shape[:1] + stack.shape[2:] if labels.ndim == 3 else stack.shape[2:],
             labels.shape,
         )
+        if cell_hint is not None:  # (N, Y, X), as the label stack
+            cell_hint = np.asarray(cell_hint, dtype=bool).reshape(-1, *np.shape(cell_hint)[-2:])
+        if teacher is not None:
+            teacher = np.asarray(teacher, dtype=np.uint8).reshape(-1, *np.shape(teacher)[-2:])
         diameter = size.typical_diameter(label_stack)
         scale = size.scale_for(diameter) if scale is None else float(scale)
         if scale != 1.0:
@@ -195,11 +199,9 @@ class TrainingData:
                 background = size.resize(strokes.astype(np.uint8), shape, labels=True)
             regions = [_scaled_box(_as_box(b, label_stack.shape[0]), scale) for b in regions or []]
             if cell_hint is not None:
-                hint = np.asarray(cell_hint).reshape(-1, *np.shape(cell_hint)[-2:])
-                cell_hint = size.resize(hint.astype(np.uint8), shape, labels=True) > 0
+                cell_hint = size.resize(cell_hint.astype(np.uint8), shape, labels=True) > 0
             if teacher is not None:
-                sure = np.asarray(teacher, dtype=np.uint8).reshape(-1, *np.shape(teacher)[-2:])
-                teacher = size.resize(sure, shape, labels=True)
+                teacher = size.resize(teacher, shape, labels=True)
         if min(label_stack.shape[-2:]) < MIN_SIZE_PX:
             raise InputError(
                 f"image: {label_stack.shape[-2:]} pixels is too small to train on "
@@ -219,10 +221,7 @@ class TrainingData:
         used = used[list(indices)]
         strokes = strokes[list(indices)]
         boxed = _boxed_slices(boxes, indices)
-        hint = None
-        if cell_hint is not None:
-            hint = np.asarray(cell_hint, dtype=bool).reshape(-1, *label_stack.shape[-2:])
-            hint = hint[list(indices)]
+        hint = None if cell_hint is None else cell_hint[list(indices)]
         used, centres, touching, use = informative_region(
             annotated, used, strokes, boxed, unpainted, images=images.mean(axis=1), cell_hint=hint
         )
@@ -253,8 +252,7 @@ class TrainingData:
             loss_weights[validation.index][region][validation.mask] = 0.0
         taught = None
         if teacher is not None and use.sparse_slices:
-            sure = np.asarray(teacher, dtype=np.uint8).reshape(-1, *label_stack.shape[-2:])
-            taught = _teach(targets, loss_weights, sure[list(indices)], use, validation)
+            taught = _teach(targets, loss_weights, teacher[list(indices)], use, validation)
             use = replace(use, teacher_fraction=float(np.count_nonzero(taught)) / taught.size)
         return cls(
             images=images.astype(np.float32, copy=False),
