@@ -311,3 +311,89 @@ def test_describe_use_takes_colour_and_time_lapse_as_training_does():
     use = describe_use(frames, both, axes="TYXC")
     trained = _training_data(frames, both, None, "TYXC", None, None, validation_fraction=0)
     assert use == trained.use and "of 2 slices" in use.describe()
+
+
+def test_several_sparse_pairs_are_sparse_together_held_out_by_cells_and_taught():
+    """A few cells painted on each of two images of different sizes: each keeps its own
+    informative region, the summary counts both, cells are held out (not a band), tiles
+    are centred near the painting, the loss settings and each pair's teacher apply."""
+    from napari_unet.core.settings import WeightSettings
+
+    a, truth_a = touching_cells((256, 256), seed=6)
+    b, truth_b = touching_cells((160, 200), seed=8)
+    painted_a = _paint(truth_a, np.unique(truth_a)[1::6][:6])
+    painted_b = _paint(truth_b, np.unique(truth_b)[1::5][:4])
+    teacher_b = np.where(truth_b > 0, 1, 0).astype(np.uint8)  # a model sure everywhere
+    settings = WeightSettings(w0=4.0, sigma_px=3.0)
+    alone = [
+        TrainingData.from_arrays(i, p, validation_fraction=0, weight_settings=settings)
+        for i, p in ((a, painted_a), (b, painted_b))
+    ]
+    both = TrainingData.from_pairs(
+        [(a, painted_a), (b, painted_b)],
+        scale=1.0,
+        weight_settings=settings,
+        teachers=[None, teacher_b],
+    )
+    use = both.use
+    assert (use.n_cells, use.sparse_slices, use.n_slices) == (10, (0, 1), 2)
+    real = [(alone[0].weights[0] > 0).sum(), (alone[1].weights[0] > 0).sum()]
+    assert use.used_fraction == pytest.approx(sum(real) / (256 * 256 + 160 * 200))
+    assert use.describe().startswith("10 cells, 0 background strokes; area used: ")
+    assert "of 2 slices (sparse: unpainted cells ignored)" in use.describe()
+    assert both.weight_settings == settings  # recorded in the model as trained
+    # held out: painted cells of one image with their band, never trained on
+    region = both.validation
+    window = both.labels[region.index, region.y0 : region.y1, region.x0 : region.x1]
+    held = np.unique(window[region.mask & (window > 0)])
+    assert len(held) >= 1
+    for cell in held:
+        assert np.all(both.weights[region.index][both.labels[region.index] == cell] == 0)
+    # tiles are centred where each pair alone would centre them; never in the padding
+    assert both.centres.shape == both.labels.shape == (2, 256, 256)
+    np.testing.assert_array_equal(both.centres[0], alone[0].centres[0])
+    np.testing.assert_array_equal(both.centres[1, :160, :200], alone[1].centres[0])
+    assert not both.centres[1, 160:].any() and not both.centres[1, :, 200:].any()
+    # image b is taught where nothing is painted; a is not (no teacher); padding is not
+    own_b = alone[1].weights[0] > 0
+    expected_b = ~own_b
+    if region.index == 1:
+        expected_b[region.y0 : region.y1, region.x0 : region.x1] = False
+    np.testing.assert_array_equal(both.taught[1, :160, :200], expected_b)
+    assert not both.taught[0].any() and not both.taught[1, 160:].any()
+    assert np.all(both.weights[1, :160, :200][expected_b] == TEACHER_WEIGHT)
+    np.testing.assert_array_equal(both.targets[1, :160, :200][expected_b], teacher_b[expected_b])
+    assert use.teacher_fraction == pytest.approx(expected_b.sum() / (256 * 256 + 160 * 200))
+
+
+def test_fine_tuning_on_several_sparsely_painted_images_uses_and_records_them_all():
+    """The Train dock's "more pairs" with a few cells painted on each: the start model
+    teaches on every image, and the saved model says what trained and with which loss."""
+    from napari_unet.core.settings import WeightSettings
+    from napari_unet.core.train import TrainConfig, TrainResult, training_job
+    from napari_unet.models import starter_model_path
+
+    a, truth_a = touching_cells((192, 192), seed=21)
+    b, truth_b = touching_cells((160, 176), seed=22)
+    painted_a = _paint(truth_a, np.unique(truth_a)[1::5][:6])
+    painted_b = _paint(truth_b, np.unique(truth_b)[1::5][:5])
+    weights = WeightSettings(w0=6.0, sigma_px=4.0)
+    result = TrainResult()
+    config = TrainConfig(steps=3, tile_size=92, device="cpu", seed=0, validate_every=1000)
+    job = training_job(
+        a,
+        painted_a,
+        config,
+        str(starter_model_path()),
+        result=result,
+        training=TrainingSettings(weights=weights),
+        extra_pairs=[(b, painted_b)],
+    )
+    for _ in job:
+        pass
+    training = result.metadata["training"]
+    assert training["annotation"].startswith("11 cells, 0 background strokes; area used: ")
+    assert "of 2 slices (sparse: unpainted cells ignored)" in training["annotation"]
+    assert "the start model's sure pixels elsewhere" in training["annotation"]
+    assert training["settings"]["weights"]["w0"] == 6.0
+    assert training["settings"]["weights"]["sigma_px"] == 4.0

@@ -326,10 +326,19 @@ def test_more_pairs_of_other_sizes_train_together(viewer_with_cells, qtbot):
     assert dock.pairs_list.count() == 1
     dock.image_picker.value = viewer_with_cells.layers["cells"]
     dock.labels_picker.value = viewer_with_cells.layers["cells labels"]
+    qtbot.waitUntil(lambda: "With 1 more pair," in dock.use_label.text(), timeout=TIMEOUT_MS)
     _click(qtbot, dock.start_button)
     qtbot.waitUntil(lambda: not dock.jobs.busy, timeout=TIMEOUT_MS)
     meta = _session.current_model()[1]
     assert meta["training"]["annotated_slices"] == [0, 1]  # both pairs
+    cells = (
+        len(np.unique(labels))
+        - 1
+        + len(np.unique(viewer_with_cells.layers["cells labels"].data))
+        - 1
+    )
+    assert dock.use_label.text().startswith(f"Trained on: {cells} cells,")
+    assert meta["training"]["annotation"].startswith(f"{cells} cells,")
     assert meta["normalisation"]["per_image"] is True
     viewer_with_cells.layers.remove("second labels")
     _click(qtbot, dock.start_button)  # a listed layer is gone: one clear message

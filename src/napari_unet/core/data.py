@@ -184,8 +184,6 @@ class TrainingData:
         )
         if cell_hint is not None:  # (N, Y, X), as the label stack
             cell_hint = np.asarray(cell_hint, dtype=bool).reshape(-1, *np.shape(cell_hint)[-2:])
-        if teacher is not None:
-            teacher = np.asarray(teacher, dtype=np.uint8).reshape(-1, *np.shape(teacher)[-2:])
         diameter = size.typical_diameter(label_stack)
         scale = size.scale_for(diameter) if scale is None else float(scale)
         if scale != 1.0:
@@ -200,8 +198,6 @@ class TrainingData:
             regions = [_scaled_box(_as_box(b, label_stack.shape[0]), scale) for b in regions or []]
             if cell_hint is not None:
                 cell_hint = size.resize(cell_hint.astype(np.uint8), shape, labels=True) > 0
-            if teacher is not None:
-                teacher = size.resize(teacher, shape, labels=True)
         if min(label_stack.shape[-2:]) < MIN_SIZE_PX:
             raise InputError(
                 f"image: {label_stack.shape[-2:]} pixels is too small to train on "
@@ -252,7 +248,8 @@ class TrainingData:
             loss_weights[validation.index][region][validation.mask] = 0.0
         taught = None
         if teacher is not None and use.sparse_slices:
-            taught = _teach(targets, loss_weights, teacher[list(indices)], use, validation)
+            rows = _teacher_rows(teacher, annotated.shape[-2:], indices)
+            taught = _teach(targets, loss_weights, rows, use, validation)
             use = replace(use, teacher_fraction=float(np.count_nonzero(taught)) / taught.size)
         return cls(
             images=images.astype(np.float32, copy=False),
@@ -288,9 +285,9 @@ class TrainingData:
         background: np.ndarray | None = None,
         unpainted: str = "auto",
         weight_settings: WeightSettings | None = None,
-        cell_hint: np.ndarray | None = None,
+        cell_hints: Sequence[np.ndarray | None] | None = None,
         frames: Sequence[int] | None = None,
-        teacher: np.ndarray | None = None,
+        teachers: Sequence[np.ndarray | None] | None = None,
     ) -> TrainingData:
         """Several image/labels pairs (2D or stacks, any sizes), each normalised on its own
         (``frames``: each pair's time points, each normalised on its own; None: 1 each).
@@ -298,23 +295,30 @@ class TrainingData:
         Slices are stacked after padding to the largest height and width (image and
         target mirrored, loss weight 0 outside the original), so the sampler draws
         tiles only from real pixels. ``slice_indices`` counts slices over all pairs.
-        The hold-out follows `from_arrays`' rule on the combined slices. ``scale``
-        (``None``: from the typical cell diameter over all pairs) applies to every pair.
-        A pair may carry a third item: its training boxes (``regions`` of `from_arrays`).
-        ``background`` strokes, ``cell_hint`` and ``teacher`` belong to the first pair;
-        ``unpainted`` and ``weight_settings`` apply to every pair (see `from_arrays`).
+        The hold-out follows `from_arrays`' rule on the combined slices (painted cells
+        when any slice is sparse). ``scale`` (``None``: from the typical cell diameter
+        over all pairs) applies to every pair. A pair may carry a third item: its
+        training boxes (``regions`` of `from_arrays`). ``background`` strokes belong to
+        the first pair; ``cell_hints`` and ``teachers`` hold one entry (or None) per
+        pair; ``unpainted`` and ``weight_settings`` apply to every pair (see
+        `from_arrays`).
         """
         known = [d for p in pairs if (d := size.typical_diameter(np.asarray(p[1])))]
         diameter = float(np.median(known)) if known else None  # median of the images'
         scale = size.scale_for(diameter) if scale is None else float(scale)
 
         frames = [1] * len(pairs) if frames is None else [int(f) for f in frames]
-        if len(frames) != len(pairs):
-            raise ValueError(f"{len(frames)} frame counts for {len(pairs)} pairs")
+        hints = [None] * len(pairs) if cell_hints is None else list(cell_hints)
+        teachers = [None] * len(pairs) if teachers is None else list(teachers)
+        if not len(frames) == len(hints) == len(teachers) == len(pairs):
+            raise ValueError(
+                f"{len(frames)} frame counts, {len(hints)} cell hints and {len(teachers)} "
+                f"teachers for {len(pairs)} pairs"
+            )
 
-        def build(
-            number: int, fraction: float, strokes: np.ndarray | None, first: bool
-        ) -> TrainingData:
+        def build(number: int, fraction: float, strokes: np.ndarray | None) -> TrainingData:
+            """One pair alone (with ``fraction`` 0: no hold-out, nor teaching, both of
+            which are done on all the pairs together)."""
             image, labels, *regions = pairs[number]
             return cls.from_arrays(
                 image,
@@ -328,47 +332,72 @@ class TrainingData:
                 background=strokes,
                 unpainted=unpainted,
                 weight_settings=weight_settings,
-                cell_hint=cell_hint if first else None,
+                cell_hint=hints[number],
                 frames=frames[number],
-                teacher=teacher if first else None,
+                teacher=teachers[number] if len(pairs) == 1 else None,
             )
 
         if len(pairs) == 1:
-            return build(0, validation_fraction, background, True)
+            return build(0, validation_fraction, background)
         if not pairs:
             raise InputError("no image/labels pairs to train on")
-        parts, offset, indices = [], 0, []
-        for number, pair in enumerate(pairs, start=1):
-            labels = pair[1]
+        parts, numbers, offset, indices = [], [], 0, []
+        for number, pair in enumerate(pairs):
             try:
-                first = number == 1
-                part = build(number - 1, 0, background if first else None, first)
+                part = build(number, 0, background if number == 0 else None)
             except InputError as error:
                 if "nothing is annotated" in str(error):
+                    offset += 1 if np.ndim(pair[1]) == 2 else int(np.shape(pair[1])[0])
                     continue  # an empty pair adds nothing; all empty is caught below
-                raise InputError(f"pair {number}: {error}") from None
+                raise InputError(f"pair {number + 1}: {error}") from None
             parts.append(part)
+            numbers.append(number)
             indices += [offset + i for i in part.slice_indices]
-            offset += 1 if np.ndim(labels) == 2 else int(np.shape(labels)[0])
+            offset += 1 if np.ndim(pair[1]) == 2 else int(np.shape(pair[1])[0])
         if not parts:
             raise InputError("labels: nothing is annotated in any pair; paint a few cells first")
         height = max(p.labels.shape[1] for p in parts)
         width = max(p.labels.shape[2] for p in parts)
 
-        def grow(a: np.ndarray, mode: str) -> np.ndarray:
+        def grow(a: np.ndarray, mode: str, value: int = 0) -> np.ndarray:
             pad = [(0, 0)] * (a.ndim - 2) + [(0, height - a.shape[-2]), (0, width - a.shape[-1])]
-            return np.pad(a, pad, mode=mode) if mode == "symmetric" else np.pad(a, pad)
+            if mode == "symmetric":
+                return np.pad(a, pad, mode=mode)
+            return np.pad(a, pad, constant_values=value)
 
         images = np.concatenate([grow(p.images, "symmetric") for p in parts])
         targets = np.concatenate([grow(p.targets, "symmetric") for p in parts])
         loss_weights = np.concatenate([grow(p.weights, "constant") for p in parts])
         annotated = np.concatenate([grow(p.labels, "constant") for p in parts])
-        validation, validation_weights = _hold_out(
-            annotated, loss_weights > 0, loss_weights, tuple(indices), validation_fraction
-        )
+        used = loss_weights > 0
+        use = _combined_use(parts, used, annotated)
+        centres = None
+        if use.sparse_slices:  # a part painted in full may centre tiles on any used pixel
+            centres = np.concatenate(
+                [grow(p.centres if p.centres is not None else p.weights > 0, "c") for p in parts]
+            )
+            validation, validation_weights = _hold_out_cells(
+                annotated, used, loss_weights, tuple(indices), validation_fraction, use
+            )
+        else:
+            validation, validation_weights = _hold_out(
+                annotated, used, loss_weights, tuple(indices), validation_fraction
+            )
         if validation is not None:
             region = (slice(validation.y0, validation.y1), slice(validation.x0, validation.x1))
             loss_weights[validation.index][region][validation.mask] = 0.0
+        taught = None
+        if use.sparse_slices and any(teachers[n] is not None for n in numbers):
+            rows = [
+                np.full(p.labels.shape, TEACHER_UNSURE, np.uint8)
+                if teachers[n] is None
+                else _teacher_rows(teachers[n], p.labels.shape[-2:], p.slice_indices)
+                for n, p in zip(numbers, parts, strict=True)
+            ]
+            teacher = np.concatenate([grow(r, "c", TEACHER_UNSURE) for r in rows])
+            taught = _teach(targets, loss_weights, teacher, use, validation)
+            real = sum(p.labels.size for p in parts)
+            use = replace(use, teacher_fraction=float(np.count_nonzero(taught)) / real)
         return cls(
             images=images,
             targets=targets,
@@ -384,7 +413,45 @@ class TrainingData:
                 "scale": scale,
                 "diameter_px": None if diameter is None else round(diameter, 2),
             },
+            weight_settings=parts[0].weight_settings,
+            use=use,
+            unpainted=unpainted,
+            centres=centres,
+            taught=taught,
         )
+
+
+def _combined_use(
+    parts: Sequence[TrainingData], used: np.ndarray, annotated: np.ndarray
+) -> AnnotationUse:
+    """The pairs' `AnnotationUse` as one: counts added, slices numbered over all pairs
+    (rows of the stacked arrays), the used share of the real pixels (not the padding)."""
+    sparse, row = [], 0
+    for part in parts:
+        sparse += [row + i for i in part.use.sparse_slices]
+        row += len(part.labels)
+    n_cells = sum(p.use.n_cells for p in parts)
+    return AnnotationUse(
+        n_cells=n_cells,
+        n_background_strokes=sum(p.use.n_background_strokes for p in parts),
+        used_fraction=float(np.count_nonzero(used)) / sum(p.labels.size for p in parts),
+        sparse_slices=tuple(sparse),
+        n_slices=row,
+        warnings=_use_warnings(
+            n_cells, int(np.count_nonzero(used & (annotated == 0))), bool(sparse)
+        ),
+    )
+
+
+def _teacher_rows(
+    teacher: np.ndarray, shape: tuple[int, ...], indices: Sequence[int]
+) -> np.ndarray:
+    """A start model's sure classes (the labels' shape, before any resize) as the
+    training rows ``indices`` at the training size ``shape`` (Y, X)."""
+    teacher = np.asarray(teacher, dtype=np.uint8).reshape(-1, *np.shape(teacher)[-2:])
+    if teacher.shape[-2:] != tuple(shape):
+        teacher = size.resize(teacher, (len(teacher), *shape), labels=True)
+    return teacher[list(indices)]
 
 
 def _scaled_box(box: Box, factor: float) -> Box:
@@ -582,30 +649,34 @@ def informative_region(
         used[i] |= band
         centres[i] = cells | band | strokes[i]
     n_cells = int(np.count_nonzero(np.unique(labels)))
-    background = np.count_nonzero(used & (labels == 0))
-    # (an image whose painted cells fill every used pixel cannot teach "not a cell")
-    warnings = []
-    if n_cells == 0:
-        warnings.append("no cells painted: the model can only learn what background is")
-    elif background == 0:
-        warnings.append(
-            "no background anywhere: paint background strokes or draw a training box "
-            "that includes background"
-        )
-    elif sparse and n_cells < MIN_CELLS_FOR_HOLD_OUT:
-        warnings.append(
-            f"only {n_cells} painted cell(s): paint 5-20 for a useful model (none can be "
-            "held out to check it)"
-        )
+    background = int(np.count_nonzero(used & (labels == 0)))
     use = AnnotationUse(
         n_cells=n_cells,
         n_background_strokes=n_strokes,
         used_fraction=float(np.count_nonzero(used)) / used.size,
         sparse_slices=tuple(sparse),
         n_slices=len(labels),
-        warnings=tuple(warnings),
+        warnings=_use_warnings(n_cells, background, bool(sparse)),
     )
     return Informative(used, centres, touching, use)
+
+
+def _use_warnings(n_cells: int, background_px: int, sparse: bool) -> tuple[str, ...]:
+    """Why an annotation cannot teach much: no cells, no background (then it cannot
+    teach "not a cell"), or too few sparse cells to hold any out."""
+    if n_cells == 0:
+        return ("no cells painted: the model can only learn what background is",)
+    if background_px == 0:
+        return (
+            "no background anywhere: paint background strokes or draw a training box "
+            "that includes background",
+        )
+    if sparse and n_cells < MIN_CELLS_FOR_HOLD_OUT:
+        return (
+            f"only {n_cells} painted cell(s): paint 5-20 for a useful model (none can be "
+            "held out to check it)",
+        )
+    return ()
 
 
 def _teach(

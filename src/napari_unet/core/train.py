@@ -911,6 +911,38 @@ def _channels_of(start_from: UNet | str | Path | None) -> int | None:
     return int(start_from.in_channels) if isinstance(start_from, UNet) else None
 
 
+class _Pair(NamedTuple):
+    """One image/labels pair laid out as `TrainingData` takes it (`training_layout`)."""
+
+    image: np.ndarray  # (N, [C,] Y, X)
+    labels: np.ndarray  # (N, Y, X) or (Y, X)
+    frames: int  # time points, each normalised on its own
+
+
+def _pairs(
+    image: np.ndarray,
+    labels: np.ndarray,
+    axes: str | None,
+    channels: Sequence[int] | None,
+    start_from: UNet | str | Path | None,
+    extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+    background: np.ndarray | None = None,
+) -> tuple[list[_Pair], int, np.ndarray | None]:
+    """Every pair laid out, the channel count and the first pair's ``background`` strokes
+    laid out as its labels. Extra pairs have the first one's axes and channels."""
+    known = _channels_of(start_from)
+    found = axes_.parse(axes, np.shape(image), known)
+    first, first_labels, n_channels, background = training_layout(
+        image, labels, found, channels, background
+    )
+    pairs = [_Pair(first, first_labels, found.size("T"))]
+    for extra_image, extra_labels in extra_pairs:
+        extra_found = axes_.parse(axes, np.shape(extra_image), known)
+        laid_out = training_layout(extra_image, extra_labels, extra_found, channels)
+        pairs.append(_Pair(laid_out[0], laid_out[1], extra_found.size("T")))
+    return pairs, n_channels, background
+
+
 def _training_data(
     image: np.ndarray,
     labels: np.ndarray,
@@ -921,29 +953,25 @@ def _training_data(
     extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
     n_classes: int | None = None,
     background: np.ndarray | None = None,
+    views: Sequence[StartView] | None = None,
     **options: Any,
 ) -> TrainingData:
-    """Every image/labels pair as `TrainingData.from_pairs` takes them (``options``: its
-    keywords). Extra pairs have the first one's axes and channels; ``background`` strokes
-    belong to the first pair."""
-    known = _channels_of(start_from)
-    found = axes_.parse(axes, np.shape(image), known)
-    first, first_labels, n_channels, background = training_layout(
-        image, labels, found, channels, background
+    """Every image/labels pair (`_pairs`) as `TrainingData.from_pairs` takes them
+    (``options``: its keywords); ``regions`` and ``background`` strokes belong to the
+    first pair, ``views`` (the start model's, one per pair) give the cell hints and the
+    teaching."""
+    pairs, n_channels, background = _pairs(
+        image, labels, axes, channels, start_from, extra_pairs, background
     )
-    pairs: list[tuple] = [(first, first_labels, regions)]
-    frames = [found.size("T")]  # a time-lapse's frames are normalised one by one
-    for extra_image, extra_labels in extra_pairs:
-        extra_found = axes_.parse(axes, np.shape(extra_image), known)
-        pairs.append(training_layout(extra_image, extra_labels, extra_found, channels)[:2])
-        frames.append(extra_found.size("T"))
     return TrainingData.from_pairs(
-        pairs,
+        [(pairs[0].image, pairs[0].labels, regions)] + [(p.image, p.labels) for p in pairs[1:]],
         n_classes=n_classes or checkpoint.classes_to_train(start_from),
         channels=n_channels,
         scale=None,
         background=background,
-        frames=frames,
+        frames=[p.frames for p in pairs],
+        cell_hints=None if views is None else [v.hint for v in views],
+        teachers=None if views is None else [v.teacher for v in views],
         **options,
     )
 
@@ -1029,7 +1057,7 @@ def training_job(
     if candidates is not None:
         start_from = candidates[0]  # the data's classes and channels: the same for all
 
-    def build(seen: StartView = UNSEEN) -> TrainingData:
+    def build(views: Sequence[StartView] | None = None) -> TrainingData:
         built = _training_data(
             image,
             labels,
@@ -1040,10 +1068,9 @@ def training_job(
             extra_pairs=extra_pairs,
             n_classes=n_classes,
             background=background,
+            views=views,
             unpainted=training.unpainted,
             weight_settings=training.weights,
-            cell_hint=seen.hint,
-            teacher=seen.teacher,
         )
         built.input = {
             "axes": axes_.parse(axes, np.shape(image), _channels_of(start_from)).order,
@@ -1060,8 +1087,7 @@ def training_job(
     if candidates is not None:
         start_from, start_scores = choose_start(candidates, data, config)
     if start_from is not None and data.use and data.use.sparse_slices:
-        found = axes_.parse(axes, np.shape(image), _channels_of(start_from))
-        first, first_labels, n_channels, _ = training_layout(image, labels, found, channels)
+        pairs, n_channels, _ = _pairs(image, labels, axes, channels, start_from, extra_pairs)
         start_net = _initial_net(
             copy.deepcopy(start_from) if isinstance(start_from, UNet) else start_from,
             data,
@@ -1071,13 +1097,17 @@ def training_job(
             start_net.load_state_dict(resume.weights)  # start model taught the first
         scale = float(data.normalisation.get("scale") or 1.0)
         device = resolve_device(config.device)
-        if stop.is_set():
-            return None
-        seen = start_view(
-            start_net, first, first_labels, n_channels, scale, device, found.size("T")
-        )
-        if seen.hint is not None and not stop.is_set():
-            data = build(seen)  # again: the band spares the cells it sees, it teaches
+        views = []
+        for pair in pairs:  # each pair's view (painted cells it does not find: unseen)
+            if stop.is_set():
+                return None
+            views.append(
+                start_view(
+                    start_net, pair.image, pair.labels, n_channels, scale, device, pair.frames
+                )
+            )
+        if any(v.hint is not None for v in views) and not stop.is_set():
+            data = build(views)  # again: the band spares the cells it sees, it teaches
             if candidates is not None:  # scored again on the hold-out as it is now
                 start_scores = choose_start(candidates, data, config)[1]
     if stop.is_set():

@@ -129,14 +129,22 @@ def _auto_spin(maximum: int, step: int = 1, tip: str = "") -> QSpinBox:
 
 
 def use_summary(
-    image, labels, boxes, background, unpainted: str, from_model: bool = False, axes=None
+    image,
+    labels,
+    boxes,
+    background,
+    unpainted: str,
+    from_model: bool = False,
+    axes=None,
+    more_pairs: int = 0,
 ) -> str:
     """The Train dock's "what will be used" line (`core.data.describe_use`), or why
     nothing can be used. ``from_model``: training starts from a model, which on sparse
     painting also spares the cells it finds from the background band and teaches where
     it is sure (`train.start_view`, worked out at Start: running a model here would
     block typing). ``axes``: the picked image's (RGB, extra channels, a time-lapse), as
-    training gets them."""
+    training gets them. ``more_pairs``: listed pairs, summed up in the "Trained on"
+    line (reading them all after each stroke would slow painting)."""
     from napari_unet.core.data import describe_use
 
     try:
@@ -153,7 +161,13 @@ def use_summary(
         else ""
     )
     warnings = "".join(f"<br><b>Warning:</b> {w}" for w in use.warnings)
-    return "Will train on: " + use.describe() + "." + hint + warnings
+    more = (
+        f" With {more_pairs} more pair{'s' if more_pairs > 1 else ''}, each used the same"
+        " way; the line after training counts them all."
+        if more_pairs
+        else ""
+    )
+    return "Will train on: " + use.describe() + "." + more + hint + warnings
 
 
 def _axes_of(picked) -> str | None:
@@ -322,6 +336,8 @@ class TrainDock(Dock):
         self.remove_pair_button.clicked.connect(
             lambda: self.pairs_list.takeItem(self.pairs_list.currentRow())
         )
+        self.pairs_list.model().rowsInserted.connect(self._schedule_use)
+        self.pairs_list.model().rowsRemoved.connect(self._schedule_use)
         self.model_combo.currentTextChanged.connect(self._on_model_choice)
         self.model_file.editingFinished.connect(self._restore_settings)
         scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; before: viewer.camera
@@ -501,6 +517,7 @@ class TrainDock(Dock):
                 unpainted,
                 from_model,
                 _axes_of(picked),
+                self.pairs_list.count(),
                 on_return=self.use_label.setText,
             )
         )
