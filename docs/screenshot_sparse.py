@@ -19,11 +19,11 @@ from napari_unet.widgets.train import TrainDock
 STEPS = 30
 
 viewer = napari.Viewer(title="napari-unet")
-viewer.window.resize(1500, 950)
+viewer.window.resize(1500, 1200)
 image, truth = viewer.open_sample("napari-unet", "cells2d")
 truth.visible = False
 annotate = AnnotateDock(viewer)
-viewer.window.add_dock_widget(annotate, name="Annotate", area="right")
+annotate_dock = viewer.window.add_dock_widget(annotate, name="Annotate", area="right")
 annotate.image_picker.value = image
 labels = annotate.create_labels()
 ids = np.unique(truth.data)[1:]
@@ -36,6 +36,9 @@ stroke = np.zeros(strokes.data.shape, np.uint8)
 stroke[4:12, 4:200] = 1
 stroke[truth.data > 0] = 0
 strokes.data = stroke
+# the painting is done: the Train dock gets the whole height (the Annotate dock above
+# would push its live plot off the window)
+viewer.window.remove_dock_widget(annotate_dock)
 dock = TrainDock(viewer)
 viewer.window.add_dock_widget(dock, name="Train", area="right")
 dock.image_picker.value = image
@@ -61,7 +64,7 @@ viewer.close()
 
 from PIL import Image  # noqa: E402
 
-shot = Image.open("docs/images/sparse.png").convert("RGB").resize((1200, 760), Image.LANCZOS)
+shot = Image.open("docs/images/sparse.png").convert("RGB").resize((1200, 960), Image.LANCZOS)
 shot.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
     "docs/images/sparse.png", optimize=True
 )
