@@ -340,7 +340,7 @@ def test_several_sparse_pairs_are_sparse_together_held_out_by_cells_and_taught()
     real = [(alone[0].weights[0] > 0).sum(), (alone[1].weights[0] > 0).sum()]
     assert use.used_fraction == pytest.approx(sum(real) / (256 * 256 + 160 * 200))
     assert use.describe().startswith("10 cells, 0 background strokes; area used: ")
-    assert "of 2 slices (sparse: unpainted cells ignored)" in use.describe()
+    assert "of 2 images (sparse: unpainted cells ignored)" in use.describe()
     assert both.weight_settings == settings  # recorded in the model as trained
     # held out: painted cells of one image with their band, never trained on
     region = both.validation
@@ -393,7 +393,7 @@ def test_fine_tuning_on_several_sparsely_painted_images_uses_and_records_them_al
         pass
     training = result.metadata["training"]
     assert training["annotation"].startswith("11 cells, 0 background strokes; area used: ")
-    assert "of 2 slices (sparse: unpainted cells ignored)" in training["annotation"]
+    assert "of 2 images (sparse: unpainted cells ignored)" in training["annotation"]
     assert "the start model's sure pixels elsewhere" in training["annotation"]
     assert training["settings"]["weights"]["w0"] == 6.0
     assert training["settings"]["weights"]["sigma_px"] == 4.0

@@ -82,6 +82,7 @@ class AnnotationUse:
     n_slices: int  # annotated slices
     warnings: tuple[str, ...] = ()
     teacher_fraction: float = 0.0  # share of pixels taught by the start model (`teacher`)
+    n_images: int = 1  # image/labels pairs (`TrainingData.from_pairs`)
 
     def describe(self) -> str:
         strokes = (
@@ -89,6 +90,10 @@ class AnnotationUse:
             f"{'s' if self.n_background_strokes != 1 else ''}"
         )
         slices = f" of {self.n_slices} slices" if self.n_slices > 1 else ""
+        if self.n_images > 1:
+            slices = f" of {self.n_images} images" + (
+                f" ({self.n_slices} slices)" if self.n_slices > self.n_images else ""
+            )
         how = (
             "sparse: unpainted cells ignored"
             if self.sparse_slices and len(self.sparse_slices) == self.n_slices
@@ -437,6 +442,7 @@ def _combined_use(
         used_fraction=float(np.count_nonzero(used)) / sum(p.labels.size for p in parts),
         sparse_slices=tuple(sparse),
         n_slices=row,
+        n_images=len(parts),
         warnings=_use_warnings(
             n_cells, int(np.count_nonzero(used & (annotated == 0))), bool(sparse)
         ),
