@@ -348,17 +348,17 @@ class TrainingData:
             raise InputError("no image/labels pairs to train on")
         parts, numbers, offset, indices = [], [], 0, []
         for number, pair in enumerate(pairs):
+            first_slice = offset  # this pair's slices are numbered from here
+            offset += 1 if np.ndim(pair[1]) == 2 else int(np.shape(pair[1])[0])
             try:
                 part = build(number, 0, background if number == 0 else None)
             except InputError as error:
                 if "nothing is annotated" in str(error):
-                    offset += 1 if np.ndim(pair[1]) == 2 else int(np.shape(pair[1])[0])
                     continue  # an empty pair adds nothing; all empty is caught below
                 raise InputError(f"pair {number + 1}: {error}") from None
             parts.append(part)
             numbers.append(number)
-            indices += [offset + i for i in part.slice_indices]
-            offset += 1 if np.ndim(pair[1]) == 2 else int(np.shape(pair[1])[0])
+            indices += [first_slice + i for i in part.slice_indices]
         if not parts:
             raise InputError("labels: nothing is annotated in any pair; paint a few cells first")
         height = max(p.labels.shape[1] for p in parts)
@@ -379,7 +379,10 @@ class TrainingData:
         centres = None
         if use.sparse_slices:  # a part painted in full may centre tiles on any used pixel
             centres = np.concatenate(
-                [grow(p.centres if p.centres is not None else p.weights > 0, "c") for p in parts]
+                [
+                    grow(p.centres if p.centres is not None else p.weights > 0, "constant")
+                    for p in parts
+                ]
             )
             validation, validation_weights = _hold_out_cells(
                 annotated, used, loss_weights, tuple(indices), validation_fraction, use
@@ -399,7 +402,7 @@ class TrainingData:
                 else _teacher_rows(teachers[n], p.labels.shape[-2:], p.slice_indices)
                 for n, p in zip(numbers, parts, strict=True)
             ]
-            teacher = np.concatenate([grow(r, "c", TEACHER_UNSURE) for r in rows])
+            teacher = np.concatenate([grow(r, "constant", TEACHER_UNSURE) for r in rows])
             taught = _teach(targets, loss_weights, teacher, use, validation)
             real = sum(p.labels.size for p in parts)
             use = replace(use, teacher_fraction=float(np.count_nonzero(taught)) / real)
