@@ -21,7 +21,7 @@ held-out fluorescence images: AP@0.5 0.779, AP@0.75 0.578, mean AP 0.540 (with T
 the default since: 0.807, 0.605, 0.566). (4) Tried and not kept: ``--from`` the shipped
 file for 95 more minutes (76,817 steps): the kept step scored 0.804 with TTA, the last
 weights 0.819, but 0.751 and 0.778 against the shipped 0.784 on the 20 bottom halves of
-`bench_accuracy.py`'s half-image case (README, *Accuracy on real images*). That run had
+`bench_accuracy.py`'s half-image case (docs/accuracy.md, *Accuracy on real images*). That run had
 the fine-tuning anchor on (`presets.ANCHOR`, on for any ``--from`` file then; off here
 since), though its last weights score almost as (5)'s below. (5) The shipped file:
 ``--from`` (3) for 80 minutes without the anchor, 74,630 steps, ``--last`` (the step

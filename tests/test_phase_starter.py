@@ -23,7 +23,7 @@ from test_starter_model import small_light_starter_metadata
 
 DATA = Path(__file__).with_name("data")
 HELD_OUT_SLICE = 5
-# sanity floors, not the accuracy claim (README "Accuracy on real images")
+# sanity floors, not the accuracy claim (docs/accuracy.md "Accuracy on real images")
 FG_IOU_MIN, NUCLEI_STARTER_FG_IOU_MAX = 0.6, 0.3
 
 

@@ -30,7 +30,7 @@ from test_starter_model import small_light_starter_metadata
 DATA = Path(__file__).with_name("data")
 CROP_ID = "aa58ba4512955771"
 # a sanity floor, not the accuracy claim (measured on this crop: AP@0.5 0.74, AP@0.75 0.47;
-# README "Accuracy on real images")
+# docs/accuracy.md "Accuracy on real images")
 AP50_MIN = 0.5
 
 

@@ -23,7 +23,7 @@ from napari_unet.models import starter_model_path
 DATA = Path(__file__).with_name("data")
 CROP_ID = "1c681dfa5cf7e413"
 # a sanity floor, not the accuracy claim (measured on this crop: AP@0.5 0.50-0.55,
-# AP@0.75 0.17-0.19, 2-3 of 14 touching pairs apart; README "Accuracy on real images")
+# AP@0.75 0.17-0.19, 2-3 of 14 touching pairs apart; docs/accuracy.md "Accuracy on real images")
 AP50_MIN, AP75_MIN, PAIRS_MIN = 0.35, 0.08, 0.05
 
 

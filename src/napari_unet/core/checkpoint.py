@@ -243,7 +243,7 @@ def load_resume(
 
 
 # New models predict background / cell / cell border: on real nuclei (DSB2018 half-image
-# benchmark, README "Accuracy on real images") the border class separated touching
+# benchmark, docs/accuracy.md "Accuracy on real images") the border class separated touching
 # nuclei and outlined them better than 2 classes plus the weight map alone.
 DEFAULT_CLASSES = 3
 

@@ -702,7 +702,7 @@ def _teach(
 
     Why: with a few painted cells, most of the image carries no loss, and fine-tuning a
     good starter drifts on the unpainted cells it already segments. Measured on the
-    painted-cells curve (README, *A few painted cells on real images*): mean AP@0.5 gain
+    painted-cells curve (docs/accuracy.md, *A few painted cells on real images*): mean AP@0.5 gain
     over the starter +0.025 against +0.017 without, on the same runs.
     """
     taught = np.zeros(targets.shape, dtype=bool)

@@ -33,7 +33,7 @@ class PredictConfig:
     batch_size: int | None = None
     device: str = AUTO
     # Average over the 8 flips/rotations: on by default since it raised AP@0.5 on the real
-    # sets measured with the same models both ways (README, TTA by default: stained RGB
+    # sets measured with the same models both ways (docs/accuracy.md, TTA by default: stained RGB
     # fine-tuned 0.737 -> 0.768 over 5 runs, phase contrast fine-tuned 0.827 -> 0.865,
     # the nuclei starter 0.779 -> 0.807; fine-tuned fluorescence +0.018 over 3 runs but
     # fewer touching pairs separated), at about 4-6x the prediction time on a CPU.
