@@ -137,6 +137,7 @@ def test_three_class_round_trip_grows_interiors_over_their_borders(cells_2d):
 
     _, labels = cells_2d
     target = _targets(labels[None], 3)[0]
+    np.testing.assert_array_equal(_targets(labels, 3), target)  # an image as a 1-slice stack
     probs = np.stack([target == k for k in range(3)]).astype(np.float32)
     out = to_instances(probs)
     ap50, ap75 = average_precision(labels, out, thresholds=(0.5, 0.75))

@@ -720,13 +720,16 @@ def _targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Class per pixel: the separated foreground (touching cells split by a gap) is 1.
 
     With 3 classes, each cell's outline and the separation gaps are class 2 ("border").
+    A (Y, X) image or a stack, outlines slice by slice.
     """
     separated = weight_maps.separate_touching(labels)
     targets = (separated > 0).astype(np.uint8)
     if n_classes == 3:
         from skimage.segmentation import find_boundaries
 
-        outline = np.stack([find_boundaries(s, mode="inner") for s in separated])
+        planes = separated.reshape((-1,) + separated.shape[-2:])
+        outline = np.stack([find_boundaries(s, mode="inner") for s in planes])
+        outline = outline.reshape(separated.shape)
         targets[((labels > 0) & (separated == 0)) | outline] = 2
     return targets
 
