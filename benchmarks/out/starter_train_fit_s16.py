@@ -1,6 +1,6 @@
 """Does the starter fit its own training images better than held-out ones? Scores the
 first N fluorescence images it was trained on (whole images, TTA, defaults), as
-score_starter_s16.py scores held-out ones.
+starter_wide32_s15_score.py scores held-out ones.
 
     python benchmarks/out/starter_train_fit_s16.py MODEL.safetensors /path/to/data/real N
 """

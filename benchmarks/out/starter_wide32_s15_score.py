@@ -1,8 +1,11 @@
 """Score a nuclei model file as make_starter_model.score does (TTA, defaults), on all 79
-held-out fluorescence images; report the first 30 too and touching pairs."""
+held-out fluorescence images; report the first 30 too and touching pairs.
+
+    python benchmarks/out/starter_wide32_s15_score.py MODEL.safetensors /path/to/data/real
+"""
 import sys, time, json
 import numpy as np
-sys.path.insert(0, "/work/main/benchmarks")
+sys.path.insert(0, "benchmarks")  # run from the repository root
 from _real import dsb_index, load_dsb
 from napari_unet.core import checkpoint, metrics
 from napari_unet.core.predict import PredictConfig, prediction_job
@@ -10,10 +13,10 @@ from napari_unet.core.events import run_to_end
 TH = tuple(np.round(np.arange(0.5, 0.96, 0.05), 2))
 net, meta = checkpoint.load(sys.argv[1])
 aps, sep, tot, t0 = [], 0, 0, time.time()
-for e in dsb_index("/work/shared/data/real"):
+for e in dsb_index(sys.argv[2]):
     if not e.held_out or e.cls != "fluorescence_gray":
         continue
-    image, truth = load_dsb("/work/shared/data/real", e.id)
+    image, truth = load_dsb(sys.argv[2], e.id)
     lab = run_to_end(prediction_job((net, meta), image, PredictConfig(device="cpu"))).labels
     aps.append(metrics.average_precision(truth, lab, TH))
     s, k = metrics.touching_pairs_separated(truth, lab); sep += s; tot += k
