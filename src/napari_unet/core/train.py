@@ -938,8 +938,8 @@ def _pairs(
     pairs = [_Pair(first, first_labels, found.size("T"))]
     for extra_image, extra_labels in extra_pairs:
         extra_found = axes_.parse(axes, np.shape(extra_image), known)
-        laid_out = training_layout(extra_image, extra_labels, extra_found, channels)
-        pairs.append(_Pair(laid_out[0], laid_out[1], extra_found.size("T")))
+        extra = training_layout(extra_image, extra_labels, extra_found, channels)
+        pairs.append(_Pair(extra[0], extra[1], extra_found.size("T")))
     return pairs, n_channels, background
 
 
@@ -951,18 +951,27 @@ def _training_data(
     channels: Sequence[int] | None,
     start_from: UNet | str | Path | None,
     extra_pairs: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-    n_classes: int | None = None,
     background: np.ndarray | None = None,
+    **options: Any,
+) -> TrainingData:
+    """Every image/labels pair laid out (`_pairs`) and built (`_data_from_pairs`, which
+    takes ``options``)."""
+    laid_out = _pairs(image, labels, axes, channels, start_from, extra_pairs, background)
+    return _data_from_pairs(laid_out, regions, start_from, **options)
+
+
+def _data_from_pairs(
+    laid_out: tuple[list[_Pair], int, np.ndarray | None],
+    regions: list[Box] | None,
+    start_from: UNet | str | Path | None,
+    n_classes: int | None = None,
     views: Sequence[StartView] | None = None,
     **options: Any,
 ) -> TrainingData:
-    """Every image/labels pair (`_pairs`) as `TrainingData.from_pairs` takes them
-    (``options``: its keywords); ``regions`` and ``background`` strokes belong to the
-    first pair, ``views`` (the start model's, one per pair) give the cell hints and the
-    teaching."""
-    pairs, n_channels, background = _pairs(
-        image, labels, axes, channels, start_from, extra_pairs, background
-    )
+    """Laid-out pairs (`_pairs`) as `TrainingData.from_pairs` takes them (``options``: its
+    keywords); ``regions`` and the background strokes belong to the first pair,
+    ``views`` (the start model's, one per pair) give the cell hints and the teaching."""
+    pairs, n_channels, background = laid_out
     return TrainingData.from_pairs(
         [(pairs[0].image, pairs[0].labels, regions)] + [(p.image, p.labels) for p in pairs[1:]],
         n_classes=n_classes or checkpoint.classes_to_train(start_from),
@@ -1057,17 +1066,15 @@ def training_job(
     if candidates is not None:
         start_from = candidates[0]  # the data's classes and channels: the same for all
 
+    # laid out once: the builds and the start model's views all read these
+    laid_out = _pairs(image, labels, axes, channels, start_from, extra_pairs, background)
+
     def build(views: Sequence[StartView] | None = None) -> TrainingData:
-        built = _training_data(
-            image,
-            labels,
+        built = _data_from_pairs(
+            laid_out,
             regions,
-            axes,
-            channels,
             start_from,
-            extra_pairs=extra_pairs,
             n_classes=n_classes,
-            background=background,
             views=views,
             unpainted=training.unpainted,
             weight_settings=training.weights,
@@ -1087,7 +1094,7 @@ def training_job(
     if candidates is not None:
         start_from, start_scores = choose_start(candidates, data, config)
     if start_from is not None and data.use and data.use.sparse_slices:
-        pairs, n_channels, _ = _pairs(image, labels, axes, channels, start_from, extra_pairs)
+        pairs, n_channels, _ = laid_out
         start_net = _initial_net(
             copy.deepcopy(start_from) if isinstance(start_from, UNet) else start_from,
             data,
